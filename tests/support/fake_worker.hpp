@@ -1,0 +1,141 @@
+#pragma once
+// A fake inference worker for integration tests: an HTTP/1.1 server on
+// 127.0.0.1:<ephemeral> with keep-alive, one thread per connection, that
+// records every request it receives and answers with a programmable
+// behaviour (per path, or a default). Health probes on the health path are
+// answered but kept out of the request log, so that "the worker received
+// nothing" can be asserted while the proxy probes it.
+//
+// Thread safety: every public member may be called from any thread while the
+// worker runs. The destructor stops the server and joins all its threads
+// (bounded: blocked reads/writes/delays wake on a stop event).
+#include "support/http_client.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace frontdoor::test {
+
+struct RecordedRequest {
+  std::string method;
+  std::string target;
+  unsigned version = 11;  // 10 or 11
+  Headers headers;         // in arrival order
+  std::string body;        // de-chunked
+  bool chunked = false;    // arrived with Transfer-Encoding: chunked
+  int connection = 0;      // 1-based ordinal of the connection it came on
+  Clock::time_point received_at;
+
+  std::optional<std::string> header(std::string_view name) const;
+  std::size_t header_count(std::string_view name) const;
+  std::string path() const;  // target without the query
+};
+
+struct Behavior {
+  enum class Kind {
+    fixed,                 // status, body, headers
+    echo,                  // 200 JSON: method, target, headers, body_sha256, body_size
+    sse,                   // text/event-stream, sse_events chunks sse_interval apart
+    large_body,            // large_size pattern bytes, Content-Length or chunked
+    close_without_answer,  // read the request, then close
+    never_answer,          // read the request, then wait until the peer or the worker stops
+  };
+  Kind kind = Kind::fixed;
+  int status = 200;
+  std::string body;
+  Headers headers;  // added to every response of this behaviour
+  std::chrono::milliseconds first_byte_delay{0};
+  int sse_events = 0;
+  std::chrono::milliseconds sse_interval{0};
+  std::size_t large_size = 0;
+  bool chunked = false;          // large_body / fixed: send chunked
+  bool connection_close = false; // answer with "Connection: close" and close
+
+  static Behavior fixed(int status, std::string body = {}, Headers headers = {});
+  static Behavior echo();
+  static Behavior sse(int events, std::chrono::milliseconds interval);
+  static Behavior large(std::size_t size, bool chunked);
+  static Behavior close_without_answer();
+  static Behavior never_answer();
+};
+
+class FakeWorker {
+ public:
+  // Starts listening at once; check ok() (a bind failure is not thrown).
+  FakeWorker();
+  ~FakeWorker();
+  FakeWorker(const FakeWorker&) = delete;
+  FakeWorker& operator=(const FakeWorker&) = delete;
+
+  bool ok() const noexcept { return listen_fd_ >= 0; }
+  std::uint16_t port() const noexcept { return port_; }
+  std::string authority() const;  // "127.0.0.1:<port>"
+  std::string url() const;        // "http://127.0.0.1:<port>"
+
+  // The default behaviour is Behavior::echo().
+  void set_default(Behavior b);
+  // For requests whose path (target without query) equals `path` exactly.
+  void on(const std::string& path, Behavior b);
+  // Health probes: requests to this path answer 200 {"status":"healthy"} and
+  // are not recorded (default "/ping"; empty = record everything).
+  void set_health_path(std::string path);
+
+  std::vector<RecordedRequest> requests() const;
+  std::size_t request_count() const;
+  // Request heads parsed (recorded or not yet complete), health probes excluded.
+  std::size_t heads_received() const;
+  std::size_t health_probes() const;
+  std::size_t parse_errors() const;
+  int connections_accepted() const;
+  int connections_closed() const;  // connections whose handling ended (any reason)
+  // Streams (sse, large, never_answer, delays) ended because the peer closed.
+  int peer_aborts() const;
+
+  bool wait_for_requests(std::size_t n, std::chrono::milliseconds timeout) const;
+  bool wait_for_heads(std::size_t n, std::chrono::milliseconds timeout) const;
+  bool wait_for_health_probes(std::size_t n, std::chrono::milliseconds timeout) const;
+  bool wait_for_connections_closed(int n, std::chrono::milliseconds timeout) const;
+  bool wait_for_peer_aborts(int n, std::chrono::milliseconds timeout) const;
+  void clear();
+
+  // Stops accepting and closes every connection; idempotent.
+  void stop();
+
+ private:
+  void accept_loop();
+  void serve(int fd, int conn_no);
+  Behavior behavior_for(const std::string& path) const;
+  template <class Pred>
+  bool wait_until(Pred pred, std::chrono::milliseconds timeout) const;
+
+  int listen_fd_ = -1;
+  int stop_fd_ = -1;  // eventfd: readable once stop() was called
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  Behavior default_;
+  std::map<std::string, Behavior> by_path_;
+  std::string health_path_ = "/ping";
+  std::vector<RecordedRequest> log_;
+  std::size_t heads_ = 0;
+  std::size_t probes_ = 0;
+  std::size_t parse_errors_ = 0;
+  int accepted_ = 0;
+  int closed_ = 0;
+  int aborts_ = 0;
+
+  std::thread acceptor_;
+  std::mutex threads_mu_;
+  std::vector<std::thread> conn_threads_;
+};
+
+}  // namespace frontdoor::test

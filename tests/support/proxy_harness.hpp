@@ -1,0 +1,147 @@
+#pragma once
+// Runs the real frontdoor binary as a child process against a config and a
+// key store written into a fresh temporary directory. Listeners bind port 0;
+// the harness learns the ports from the "listening" lines on stderr and
+// waits for admin /readyz = 200. stdout (access log) and stderr are captured
+// by a reader thread into memory and into files in the temp directory.
+//
+// Usage:
+//   ProxyHarness h;
+//   std::string token = h.add_key({.id = "key_a", .endpoints = {{"*", "none"}, {"ep1", "read_write"}}});
+//   h.add_endpoint({.id = "ep1", .workers = {worker.url()}});
+//   ASSERT_TRUE(h.start()) << h.error();
+//   auto r = h.request("GET", "/ep1/x", {{"Host", "a"}, bearer(token)});
+//
+// Every wait is bounded. The destructor stops the child (SIGTERM, then
+// SIGKILL after 5 s) and removes the directory (kept when FD_KEEP_TMP is set).
+#include "support/http_client.hpp"
+
+#include <sys/types.h>
+
+#include <boost/json/object.hpp>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace frontdoor::test {
+
+struct KeySpec {
+  std::string id;
+  std::string token;  // empty: a fresh valid rpa_ token is made
+  std::string name = "test-key";
+  // Written in order, e.g. {{"*", "none"}, {"ep1", "read_write"}}; ignored for legacy keys.
+  std::vector<std::pair<std::string, std::string>> endpoints = {{"*", "none"}};
+  bool enabled = true;
+  std::string expires_at;     // RFC 3339; empty = null
+  std::string legacy_access;  // "read" | "read_write": a legacy key (no endpoints map)
+  std::string management = "none";
+};
+
+struct EndpointSpec {
+  std::string id;
+  std::vector<std::string> workers;  // "http://127.0.0.1:PORT"
+  std::string balance = "round_robin";
+  std::string connect = "1s";
+  std::string first_byte = "10s";
+  std::string idle = "10s";
+  std::string queue_timeout = "5s";
+  std::string health_path = "/ping";
+  std::string health_interval = "1s";
+  unsigned retries = 1;
+};
+
+struct HarnessConfig {
+  unsigned threads = 1;
+  std::string log_level = "info";
+  bool access_log = true;
+  std::string host_suffix;  // empty: omitted
+  bool path_prefix = true;
+  std::vector<std::string> trusted_proxies;
+  // limits.<name>: <raw value>, e.g. {"header_timeout", "500ms"}.
+  std::map<std::string, std::string> limits = {{"header_timeout", "5s"}, {"idle_timeout", "30s"}};
+  bool strip_authorization = true;
+};
+
+// An "Authorization: Bearer <token>" header.
+std::pair<std::string, std::string> bearer(const std::string& token);
+
+class ProxyHarness {
+ public:
+  ProxyHarness();
+  ~ProxyHarness();
+  ProxyHarness(const ProxyHarness&) = delete;
+  ProxyHarness& operator=(const ProxyHarness&) = delete;
+
+  // --- before start()
+  HarnessConfig& config() noexcept { return config_; }
+  // Returns the key's token.
+  std::string add_key(KeySpec key);
+  void add_endpoint(EndpointSpec ep);
+  void set_limit(const std::string& name, const std::string& value) { config_.limits[name] = value; }
+
+  // Writes config + store, spawns the binary, waits for the listening lines
+  // and /readyz 200. On failure returns false and error() says why (with the
+  // child's stderr).
+  bool start(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+  const std::string& error() const noexcept { return error_; }
+
+  // --- while running
+  std::uint16_t proxy_port(std::size_t index = 0) const;
+  std::uint16_t admin_port() const noexcept { return admin_port_; }
+  pid_t pid() const noexcept { return pid_; }
+
+  // One request on a fresh connection to the proxy listener (1xx skipped).
+  HttpResponse request(std::string_view method, std::string_view target, const Headers& headers,
+                       std::string_view body = {},
+                       std::chrono::milliseconds timeout = kDefaultTimeout) const;
+
+  std::string stdout_text() const;
+  std::string stderr_text() const;
+  // stdout lines that parse as JSON objects (the access log).
+  std::vector<boost::json::object> access_log() const;
+  bool wait_for_access_log(std::size_t lines, std::chrono::milliseconds timeout) const;
+  bool wait_for_stderr(std::string_view needle, std::chrono::milliseconds timeout) const;
+
+  bool send_signal(int sig) const;
+  // Exit status (0..255), or 128 + signal number; nullopt on timeout.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  bool running() const noexcept { return pid_ > 0 && !exit_status_; }
+
+  const std::string& dir() const noexcept { return dir_; }
+  std::string config_path() const { return dir_ + "/frontdoor.yaml"; }
+  std::string keys_path() const { return dir_ + "/keys.yaml"; }
+  std::string config_yaml() const;
+  std::string keys_yaml() const;
+
+ private:
+  void reader_loop(int out_fd, int err_fd);
+  bool parse_listening(std::string* why);
+  void stop_child();
+
+  HarnessConfig config_;
+  std::vector<KeySpec> keys_;
+  std::vector<EndpointSpec> endpoints_;
+  std::string dir_;
+  std::string error_;
+
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  std::optional<int> exit_status_;
+  std::vector<std::uint16_t> proxy_ports_;
+  std::uint16_t admin_port_ = 0;
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::string out_;
+  std::string err_;
+  bool streams_closed_ = false;
+  std::thread reader_;
+};
+
+}  // namespace frontdoor::test
