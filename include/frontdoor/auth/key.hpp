@@ -65,6 +65,12 @@ class KeySet {
   KeySet() = default;
   // Throws std::invalid_argument on a duplicate id or a duplicate hash.
   explicit KeySet(std::vector<Key> keys);
+  // by_id_ holds views into keys_: a copy rebuilds the index so that it never
+  // points into the source; a move keeps the heap buffers and so stays valid.
+  KeySet(const KeySet& other);
+  KeySet& operator=(const KeySet& other);
+  KeySet(KeySet&&) noexcept = default;
+  KeySet& operator=(KeySet&&) noexcept = default;
 
   // O(1); compares digests in constant time. nullptr when unknown.
   const Key* find_by_hash(const Digest& d) const noexcept;
@@ -73,6 +79,8 @@ class KeySet {
   std::size_t size() const noexcept { return keys_.size(); }
 
  private:
+  void build_index();
+
   std::vector<Key> keys_;
   std::unordered_map<Digest, std::uint32_t, DigestHash> by_hash_;
   std::unordered_map<std::string_view, std::uint32_t> by_id_;

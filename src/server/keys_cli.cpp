@@ -1,0 +1,392 @@
+// `frontdoor keys ...` (SPEC §1, §3): offline management of a YAML key
+// store. Every mutation takes the store's lock, re-reads the store under it
+// and rewrites it atomically, so it can run while a server uses the store.
+#include "frontdoor/server/keys_cli.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <array>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "frontdoor/auth/key.hpp"
+#include "frontdoor/auth/key_store.hpp"
+#include "frontdoor/auth/token.hpp"
+#include "frontdoor/core/time.hpp"
+
+namespace frontdoor::server {
+namespace {
+
+using auth::Access;
+using auth::Key;
+
+constexpr std::string_view kUsage =
+    "usage: frontdoor keys create --store PATH --name NAME [--endpoint "
+    "ID=read|read_write|none]...\n"
+    "                             [--management none|read|read_write] [--expires RFC3339]\n"
+    "       frontdoor keys list --store PATH\n"
+    "       frontdoor keys disable|enable|delete --store PATH ID\n"
+    "       frontdoor keys hash                    (token on stdin)\n"
+    "       frontdoor keys import --store DEST SRC\n"
+    "       frontdoor keys export --store SRC [DEST]\n";
+
+// Exit codes of SPEC §1.
+constexpr int kOk = 0;
+constexpr int kInvalid = 1;
+constexpr int kUsageError = 2;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Flags of one subcommand; "--flag VALUE" and "--flag=VALUE" both work.
+struct Args {
+  std::map<std::string, std::vector<std::string>> flags;
+  std::vector<std::string> positional;
+
+  std::optional<std::string> single(const std::string& flag) const {
+    const auto it = flags.find(flag);
+    if (it == flags.end()) return std::nullopt;
+    if (it->second.size() > 1) throw UsageError(flag + " given more than once");
+    return it->second.front();
+  }
+  std::string required(const std::string& flag) const {
+    auto v = single(flag);
+    if (!v) throw UsageError("missing " + flag);
+    return *v;
+  }
+};
+
+Args parse_args(int argc, char** argv, int first, const std::set<std::string>& allowed,
+                std::size_t max_positional) {
+  Args args;
+  for (int i = first; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.starts_with("--")) {
+      std::string value;
+      const auto eq = a.find('=');
+      std::string flag = a.substr(0, eq);
+      if (!allowed.contains(flag)) throw UsageError("unknown option " + flag);
+      if (eq != std::string::npos) {
+        value = a.substr(eq + 1);
+      } else {
+        if (i + 1 >= argc) throw UsageError(flag + " needs a value");
+        value = argv[++i];
+      }
+      args.flags[flag].push_back(std::move(value));
+    } else if (a.size() > 1 && a.front() == '-') {
+      throw UsageError("unknown option " + a);
+    } else {
+      args.positional.push_back(std::move(a));
+    }
+  }
+  if (args.positional.size() > max_positional) {
+    throw UsageError("unexpected argument " + args.positional[max_positional]);
+  }
+  return args;
+}
+
+// SQLite stores come with a later change; until then they are refused
+// rather than misread as YAML.
+void require_yaml(const std::string& path) {
+  if (path.size() >= 3 && path.ends_with(".db")) {
+    throw InputError(path + ": SQLite stores are not supported yet");
+  }
+}
+
+Access access_or_throw(const std::string& s, const std::string& what) {
+  if (auto a = auth::parse_access(s)) return *a;
+  throw InputError(what + ": expected none, read or read_write, got \"" + s + "\"");
+}
+
+bool valid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80           ? 1
+                    : (c >> 5) == 0x6  ? 2
+                    : (c >> 4) == 0xE  ? 3
+                    : (c >> 3) == 0x1E ? 4
+                                       : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (std::size_t j = 1; j < n; ++j) {
+      if ((static_cast<unsigned char>(s[i + j]) >> 6) != 0x2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+std::string random_id(const std::vector<Key>& keys) {
+  for (;;) {
+    unsigned char b[4];
+    if (RAND_bytes(b, sizeof b) != 1) throw std::runtime_error("CSPRNG failure (RAND_bytes)");
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string id = "key_";
+    for (unsigned char x : b) {
+      id += kHex[x >> 4];
+      id += kHex[x & 0xF];
+    }
+    const bool taken =
+        std::any_of(keys.begin(), keys.end(), [&](const Key& k) { return k.id == id; });
+    if (!taken) return id;
+  }
+}
+
+std::string time_or_dash(const std::optional<core::UnixSeconds>& t) {
+  return t ? core::format_rfc3339(*t) : std::string("-");
+}
+
+// Terminal-safe and measured in code points, so that the table stays
+// aligned and a hand-edited name cannot inject control sequences.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u == 0x7F) ? '?' : c;
+  }
+  return out;
+}
+
+std::size_t display_width(std::string_view s) {
+  return static_cast<std::size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+int cmd_create(const Args& a) {
+  const std::string store = a.required("--store");
+  const std::string name = a.required("--name");
+  require_yaml(store);
+  if (name.empty()) throw InputError("--name: must not be empty");
+  if (!valid_utf8(name)) throw InputError("--name: not valid UTF-8");
+
+  Key k;
+  k.name = name;
+  k.enabled = true;
+  k.created_at = core::now_unix();
+  if (auto m = a.single("--management")) k.management = access_or_throw(*m, "--management");
+  if (auto e = a.single("--expires")) {
+    const auto t = core::parse_rfc3339(*e);
+    if (!t) throw InputError("--expires: expected an RFC 3339 timestamp like 2026-11-22T04:00:00Z");
+    k.expires_at = *t;
+    if (*t <= *k.created_at) std::cerr << "warning: --expires is in the past; the key is expired\n";
+  }
+  std::set<std::string> seen_endpoints;
+  if (auto it = a.flags.find("--endpoint"); it != a.flags.end()) {
+    for (const std::string& spec : it->second) {
+      const auto eq = spec.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        throw InputError("--endpoint " + spec + ": expected ID=read|read_write|none");
+      }
+      const std::string id = spec.substr(0, eq);
+      const Access level = access_or_throw(spec.substr(eq + 1), "--endpoint " + id);
+      if (!seen_endpoints.insert(id).second) throw InputError("--endpoint " + id + ": given twice");
+      if (id == "*") {
+        k.default_access = level;
+      } else {
+        k.endpoints.emplace_back(id, level);
+      }
+    }
+  }
+  std::sort(k.endpoints.begin(), k.endpoints.end());
+
+  std::string token;
+  {
+    auth::StoreLock lock(store);
+    std::vector<Key> keys = auth::load_yaml_store(store);
+    k.id = random_id(keys);
+    for (;;) {
+      token = auth::generate_token();
+      k.hash = auth::sha256(token);
+      const bool clash = std::any_of(keys.begin(), keys.end(), [&](const Key& o) {
+        return auth::digest_equal(o.hash, k.hash);
+      });
+      if (!clash) break;
+    }
+    k.prefix = token.substr(0, 8);
+    keys.push_back(k);
+    auth::write_yaml_store_atomic(store, keys);
+  }
+  // The only place a token is ever shown: after the store has it, so a
+  // printed token always works.
+  std::cout << token << '\n' << std::flush;
+  OPENSSL_cleanse(token.data(), token.size());
+  return kOk;
+}
+
+int cmd_list(const Args& a) {
+  const std::string store = a.required("--store");
+  require_yaml(store);
+  const std::vector<Key> keys = auth::load_yaml_store(store);
+  std::vector<std::array<std::string, 6>> rows;
+  rows.push_back({"ID", "PREFIX", "NAME", "ENABLED", "CREATED", "LAST_USED"});
+  for (const Key& k : keys) {
+    rows.push_back({printable(k.id), printable(k.prefix), printable(k.name),
+                    k.enabled ? "true" : "false", time_or_dash(k.created_at),
+                    time_or_dash(k.last_used_at)});
+  }
+  std::array<std::size_t, 6> width{};
+  for (const auto& r : rows) {
+    for (std::size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], display_width(r[c]));
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (std::size_t c = 0; c < r.size(); ++c) {
+      line += r[c];
+      if (c + 1 < r.size()) line.append(width[c] - display_width(r[c]) + 2, ' ');
+    }
+    std::cout << line << '\n';
+  }
+  return kOk;
+}
+
+int cmd_set_enabled_or_delete(const std::string& sub, const Args& a) {
+  const std::string store = a.required("--store");
+  if (a.positional.size() != 1) throw UsageError(sub + " needs exactly one key ID");
+  const std::string& id = a.positional.front();
+  require_yaml(store);
+  auth::StoreLock lock(store);
+  std::vector<Key> keys = auth::load_yaml_store(store);
+  const auto it = std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return k.id == id; });
+  if (it == keys.end()) throw InputError("no key with id " + id + " in " + store);
+  if (sub == "delete") {
+    keys.erase(it);
+  } else {
+    it->enabled = sub == "enable";
+  }
+  auth::write_yaml_store_atomic(store, keys);
+  return kOk;
+}
+
+int cmd_hash() {
+  std::string token(std::istreambuf_iterator<char>(std::cin), {});
+  // SPEC §3: exactly one trailing newline is ignored (echo adds one).
+  if (token.ends_with("\r\n")) {
+    token.resize(token.size() - 2);
+  } else if (token.ends_with('\n')) {
+    token.pop_back();
+  }
+  if (token.empty()) throw InputError("no token on stdin");
+  if (!auth::rpa_token_well_formed(token)) {
+    OPENSSL_cleanse(token.data(), token.size());
+    throw InputError("the rpa_ token on stdin has a bad length or checksum (mistyped?)");
+  }
+  std::cout << auth::hash_form(auth::sha256(token)) << '\n';
+  OPENSSL_cleanse(token.data(), token.size());
+  return kOk;
+}
+
+int cmd_import(const Args& a) {
+  const std::string dest = a.required("--store");
+  if (a.positional.size() != 1) throw UsageError("import needs exactly one source store");
+  const std::string& src = a.positional.front();
+  require_yaml(src);
+  require_yaml(dest);
+  const std::vector<Key> incoming = auth::load_yaml_store(src);
+
+  auth::StoreLock lock(dest);
+  std::vector<Key> keys = auth::load_yaml_store(dest);
+  std::unordered_map<std::string, std::size_t> by_id;
+  std::unordered_map<auth::Digest, std::size_t, auth::DigestHash> by_hash;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    by_id.emplace(keys[i].id, i);
+    by_hash.emplace(keys[i].hash, i);
+  }
+  std::size_t skipped = 0;
+  std::size_t added = 0;
+  for (const Key& k : incoming) {
+    const auto same_id = by_id.find(k.id);
+    const auto same_hash = by_hash.find(k.hash);
+    if (same_id != by_id.end() && same_hash != by_hash.end() &&
+        same_id->second == same_hash->second) {
+      ++skipped;  // already imported: importing twice is harmless
+      continue;
+    }
+    if (same_id != by_id.end()) {
+      throw InputError(src + ": key " + k.id + " already exists in " + dest +
+                       " with another token");
+    }
+    if (same_hash != by_hash.end()) {
+      throw InputError(src + ": key " + k.id + " has the same token as key " +
+                       keys[same_hash->second].id + " in " + dest);
+    }
+    by_id.emplace(k.id, keys.size());
+    by_hash.emplace(k.hash, keys.size());
+    keys.push_back(k);
+    ++added;
+  }
+  auth::write_yaml_store_atomic(dest, keys);
+  std::cerr << "imported " << added << " keys";
+  if (skipped) std::cerr << ", skipped " << skipped << " already present";
+  std::cerr << '\n';
+  return kOk;
+}
+
+int cmd_export(const Args& a) {
+  const std::string src = a.required("--store");
+  require_yaml(src);
+  const std::vector<Key> keys = auth::load_yaml_store(src);
+  if (a.positional.empty()) {
+    std::cout << auth::to_yaml(keys) << std::flush;
+    return kOk;
+  }
+  const std::string& dest = a.positional.front();
+  require_yaml(dest);
+  auth::StoreLock lock(dest);  // DEST may be a live store
+  auth::write_yaml_store_atomic(dest, keys);
+  return kOk;
+}
+
+int dispatch(int argc, char** argv) {
+  if (argc < 2) throw UsageError("missing subcommand");
+  const std::string sub = argv[1];
+  if (sub == "create") {
+    return cmd_create(parse_args(
+        argc, argv, 2, {"--store", "--name", "--endpoint", "--management", "--expires"}, 0));
+  }
+  if (sub == "list") return cmd_list(parse_args(argc, argv, 2, {"--store"}, 0));
+  if (sub == "disable" || sub == "enable" || sub == "delete") {
+    return cmd_set_enabled_or_delete(sub, parse_args(argc, argv, 2, {"--store"}, 1));
+  }
+  if (sub == "hash") {
+    parse_args(argc, argv, 2, {}, 0);
+    return cmd_hash();
+  }
+  if (sub == "import") return cmd_import(parse_args(argc, argv, 2, {"--store"}, 1));
+  if (sub == "export") return cmd_export(parse_args(argc, argv, 2, {"--store"}, 1));
+  throw UsageError("unknown subcommand " + sub);
+}
+
+}  // namespace
+
+int run_keys_cli(int argc, char** argv) {
+  try {
+    return dispatch(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "frontdoor keys: " << e.what() << '\n' << kUsage;
+    return kUsageError;
+  } catch (const auth::StoreError& e) {
+    std::cerr << e.what() << '\n';  // already "<file>:<line>: <field>: <problem>"
+    return kInvalid;
+  } catch (const InputError& e) {
+    std::cerr << "frontdoor keys: " << e.what() << '\n';
+    return kInvalid;
+  } catch (const std::exception& e) {
+    std::cerr << "frontdoor keys: " << e.what() << '\n';
+    return kInvalid;
+  }
+}
+
+}  // namespace frontdoor::server
