@@ -1,0 +1,37 @@
+#pragma once
+// The admin listener (SPEC §5): /healthz, /readyz, and the admin API as it
+// grows. Runs on its own io_context and thread, away from the proxy threads,
+// so that a busy proxy never delays a health probe.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "frontdoor/config/config.hpp"
+
+namespace frontdoor::admin {
+
+enum class Readiness { starting, serving, draining };
+
+struct AdminState {
+  std::atomic<Readiness> readiness{Readiness::starting};
+};
+
+class AdminServer {
+ public:
+  // Binds at once (throws boost::system::system_error when it cannot).
+  AdminServer(boost::asio::io_context& io, const config::Admin& cfg, AdminState& state);
+  ~AdminServer();
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+  void start();
+  void stop();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace frontdoor::admin

@@ -1,0 +1,131 @@
+#pragma once
+// Per-thread proxy state (README "Threading"): each proxy thread runs one
+// io_context with its own acceptors, its own upstream connection pools, its
+// own access-log buffer and its own deadline sweep, so the common request
+// path takes no lock and never hops threads. Only `Shared` is shared.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "frontdoor/auth/key.hpp"
+#include "frontdoor/core/snapshot.hpp"
+#include "frontdoor/lb/worker_set.hpp"
+
+namespace frontdoor::proxy {
+
+using Clock = std::chrono::steady_clock;
+
+// Process-wide state. Snapshots are immutable; the rest is atomic.
+struct Shared {
+  core::SnapshotCell<lb::Runtime> runtime;
+  core::SnapshotCell<auth::KeySet> keys;
+  std::atomic<std::uint64_t> client_connections{0};
+  std::atomic<bool> draining{false};  // SIGTERM: answer with Connection: close
+};
+
+// Anything with a deadline the per-thread sweep must enforce. Intrusive list
+// node so that registering costs no allocation.
+class Sweepable {
+ public:
+  virtual ~Sweepable() = default;
+  // Called on the owning thread about every kSweepInterval.
+  virtual void on_sweep(Clock::time_point now) = 0;
+  // Shutdown began: close now if nothing is in flight.
+  virtual void on_drain() {}
+
+ private:
+  friend class ThreadContext;
+  Sweepable* prev_ = nullptr;
+  Sweepable* next_ = nullptr;
+};
+
+// An idle keep-alive connection to a worker, owned by one thread's pool.
+struct UpstreamConn {
+  explicit UpstreamConn(boost::asio::io_context& io) : socket(io) {}
+  boost::asio::ip::tcp::socket socket;
+  Clock::time_point idle_since{};
+  std::uint64_t exchanges = 0;  // completed exchanges: > 0 means reused
+};
+
+class ThreadContext {
+ public:
+  static constexpr auto kSweepInterval = std::chrono::milliseconds(100);
+
+  ThreadContext(Shared& shared, unsigned index);
+  ~ThreadContext();
+
+  boost::asio::io_context& io() noexcept { return io_; }
+  Shared& shared() noexcept { return shared_; }
+  unsigned index() const noexcept { return index_; }
+
+  // Cached snapshots, refreshed when a reload published a new one.
+  const std::shared_ptr<const lb::Runtime>& runtime() { return runtime_.get(); }
+  const std::shared_ptr<const auth::KeySet>& keys() { return keys_.get(); }
+
+  void add(Sweepable* s) noexcept;
+  void remove(Sweepable* s) noexcept;
+  // Starts the periodic sweep (deadlines, pool expiry, access-log flush).
+  void start_sweep();
+  // Calls on_drain() on every registered session (shutdown).
+  void drain_sessions();
+  void stop_sweep();
+  // Extra work run at each sweep (e.g. resuming paused acceptors).
+  void on_each_sweep(std::function<void()> f) { sweep_hooks_.push_back(std::move(f)); }
+
+  // Pool of idle connections to a worker. take() returns the most recently
+  // used connection that is not older than `max_idle_age`, or nullptr.
+  std::unique_ptr<UpstreamConn> take(const lb::WorkerState* w, Clock::duration max_idle_age);
+  void give_back(const lb::WorkerState* w, std::unique_ptr<UpstreamConn> c, std::size_t max_idle,
+                 Clock::duration max_idle_age);
+
+  // Spare read buffers for upstream exchanges, so that idle client
+  // connections hold no large buffer and busy ones reuse warm memory.
+  boost::beast::flat_buffer take_buffer();
+  void return_buffer(boost::beast::flat_buffer&& b);
+
+  // Buffered access log: lines are written to stdout in batches.
+  std::string& access_log_buffer() noexcept { return access_log_; }
+  // Call after appending a line: writes the batch once it is large enough.
+  void access_log_appended() {
+    if (access_log_.size() >= kAccessLogFlushBytes) flush_access_log();
+  }
+  void flush_access_log();
+  static constexpr std::size_t kAccessLogFlushBytes = 32 * 1024;
+
+  // 32 hex characters, from a per-thread generator seeded by the CSPRNG.
+  void make_request_id(char out[32]) noexcept;
+
+ private:
+  void sweep();
+
+  Shared& shared_;
+  unsigned index_;
+  boost::asio::io_context io_{1};
+  boost::asio::steady_timer sweep_timer_{io_};
+  bool sweeping_ = false;
+  Sweepable* sessions_ = nullptr;
+  std::vector<std::function<void()>> sweep_hooks_;
+  core::SnapshotReader<lb::Runtime> runtime_;
+  core::SnapshotReader<auth::KeySet> keys_;
+  struct Pool {
+    std::vector<std::unique_ptr<UpstreamConn>> idle;  // most recent last
+    Clock::duration max_age{};
+  };
+  std::unordered_map<const lb::WorkerState*, Pool> pools_;
+  std::string access_log_;
+  std::vector<boost::beast::flat_buffer> spare_buffers_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace frontdoor::proxy

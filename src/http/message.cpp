@@ -1,0 +1,361 @@
+#include "frontdoor/http/message.hpp"
+
+#include <boost/beast/http/status.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+#include "frontdoor/http/route.hpp"
+
+namespace frontdoor::http {
+
+namespace bhttp = boost::beast::http;
+using core::Reason;
+
+namespace {
+
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) noexcept {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Calls f(token) for each comma-separated, trimmed, non-empty element.
+template <class F>
+void for_each_token(std::string_view list, F&& f) {
+  while (!list.empty()) {
+    auto comma = list.find(',');
+    auto tok = trim(list.substr(0, comma));
+    if (!tok.empty()) f(tok);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+bool has_token(std::string_view list, std::string_view token) noexcept {
+  bool found = false;
+  for_each_token(list, [&](std::string_view t) { found = found || iequals(t, token); });
+  return found;
+}
+
+// RFC 9110 §7.2: Host = uri-host [ ":" port ]; uri-host is an IP-literal in
+// brackets or a reg-name of unreserved / pct-encoded / sub-delims.
+bool valid_host(std::string_view h) noexcept {
+  if (h.empty()) return false;
+  std::string_view name = h, port;
+  if (h.front() == '[') {
+    auto close = h.find(']');
+    if (close == std::string_view::npos) return false;
+    for (char c : h.substr(1, close - 1))
+      if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+    if (close + 1 < h.size()) {
+      if (h[close + 1] != ':') return false;
+      port = h.substr(close + 2);
+    }
+    name = {};
+  } else if (auto colon = h.find(':'); colon != std::string_view::npos) {
+    name = h.substr(0, colon);
+    port = h.substr(colon + 1);
+    if (name.empty()) return false;
+  }
+  for (char c : name) {
+    auto u = static_cast<unsigned char>(c);
+    if (!(std::isalnum(u) || std::string_view("-._~%!$&'()*+,;=").find(c) != std::string_view::npos))
+      return false;
+  }
+  if (port.size() > 5) return false;
+  return std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// obs-fold, NUL, and CR or LF that are not part of a CRLF line ending.
+bool raw_head_clean(std::string_view raw) noexcept {
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    char c = raw[i];
+    if (c == '\0') return false;
+    if (c == '\r' && (i + 1 >= raw.size() || raw[i + 1] != '\n')) return false;
+    if (c == '\n') {
+      if (i == 0 || raw[i - 1] != '\r') return false;
+      if (i + 1 < raw.size() && (raw[i + 1] == ' ' || raw[i + 1] == '\t')) return false;  // obs-fold
+    }
+  }
+  return true;
+}
+
+void append_uint(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;
+  out.append(buf, end);
+}
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name).append(": ").append(value).append("\r\n");
+}
+
+// The Connection header's tokens, lower-cased and joined by ','. Empty when absent.
+template <bool isRequest>
+std::string connection_tokens(const bhttp::header<isRequest>& h) {
+  // Beast's equal_range() spans list order, not just the matching fields:
+  // scan every field instead.
+  std::string tokens;
+  for (const auto& f : h) {
+    if (f.name() != bhttp::field::connection) continue;
+    for_each_token(std::string_view(f.value().data(), f.value().size()), [&](std::string_view t) {
+      tokens.push_back(',');
+      std::transform(t.begin(), t.end(), std::back_inserter(tokens), lower);
+    });
+  }
+  if (!tokens.empty()) tokens.push_back(',');
+  return tokens;
+}
+
+}  // namespace
+
+bool valid_request_id(std::string_view id) noexcept {
+  return !id.empty() && id.size() <= 128 &&
+         std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+bool is_dropped_header(bhttp::field f, std::string_view name, std::string_view connection_tokens) noexcept {
+  switch (f) {
+    case bhttp::field::connection:
+    case bhttp::field::keep_alive:
+    case bhttp::field::proxy_connection:
+    case bhttp::field::te:
+    case bhttp::field::trailer:
+    case bhttp::field::upgrade:
+    case bhttp::field::proxy_authorization:
+    case bhttp::field::proxy_authenticate:
+    case bhttp::field::transfer_encoding:
+    case bhttp::field::content_length:
+      return true;
+    default:
+      break;
+  }
+  if (istarts_with(name, "x-frontdoor-")) return true;
+  if (connection_tokens.empty()) return false;
+  // connection_tokens is ",a,b," so a listed name appears as ",name,".
+  for (std::size_t pos = connection_tokens.find(','); pos + 1 < connection_tokens.size();) {
+    auto next = connection_tokens.find(',', pos + 1);
+    if (iequals(connection_tokens.substr(pos + 1, next - pos - 1), name)) return true;
+    pos = next;
+  }
+  return false;
+}
+
+HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
+                             std::uint64_t max_uri_bytes) noexcept {
+  HeadCheck r;
+  auto fail = [&r](Reason why) {
+    r.reason = why;
+    return r;
+  };
+  auto target = std::string_view(head.target().data(), head.target().size());
+  if (target.size() > max_uri_bytes) return fail(Reason::uri_too_long);
+  if (!raw_head_clean(raw_head)) return fail(Reason::bad_request);
+  if (head.method() == bhttp::verb::connect) return fail(Reason::bad_request);
+
+  int hosts = 0, lengths = 0, encodings = 0;
+  std::string_view length_value, encoding_value;
+  bool upgrade_websocket = false;
+  for (const auto& f : head) {
+    switch (f.name()) {
+      case bhttp::field::host:
+        ++hosts;
+        r.host = trim(std::string_view(f.value().data(), f.value().size()));
+        break;
+      case bhttp::field::content_length:
+        ++lengths;
+        length_value = trim(std::string_view(f.value().data(), f.value().size()));
+        break;
+      case bhttp::field::transfer_encoding:
+        ++encodings;
+        encoding_value = trim(std::string_view(f.value().data(), f.value().size()));
+        break;
+      case bhttp::field::expect:
+        if (iequals(trim(std::string_view(f.value().data(), f.value().size())), "100-continue"))
+          r.expect_continue = true;
+        break;
+      case bhttp::field::upgrade:
+        if (has_token(std::string_view(f.value().data(), f.value().size()), "websocket"))
+          upgrade_websocket = true;
+        break;
+      default:
+        break;
+    }
+  }
+  if (hosts != 1 || !valid_host(r.host)) return fail(Reason::bad_request);
+  if (lengths > 1 || encodings > 1 || (lengths && encodings)) return fail(Reason::bad_request);
+  if (encodings) {
+    // Only a single, final "chunked" is accepted; HTTP/1.0 has no chunked.
+    if (!iequals(encoding_value, "chunked") || head.version() < 11) return fail(Reason::bad_request);
+    r.chunked = true;
+  }
+  if (lengths) {
+    std::uint64_t n = 0;
+    auto [p, ec] = std::from_chars(length_value.data(), length_value.data() + length_value.size(), n);
+    if (ec != std::errc() || p != length_value.data() + length_value.size() || length_value.empty())
+      return fail(Reason::bad_request);
+    r.content_length = n;
+  }
+
+  if (!target.empty() && target.front() == '/') {
+    r.target = target;
+  } else if (istarts_with(target, "http://") || istarts_with(target, "https://")) {
+    // absolute-form (RFC 9112 §3.2.2): the authority replaces Host.
+    auto rest = target.substr(target.find("//") + 2);
+    auto slash = rest.find_first_of("/?");
+    auto authority = rest.substr(0, slash);
+    if (!valid_host(authority) || authority.find('@') != std::string_view::npos)
+      return fail(Reason::bad_request);
+    r.host = authority;
+    r.target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  } else if (target == "*" && head.method() == bhttp::verb::options) {
+    r.target = "/";
+  } else {
+    return fail(Reason::bad_request);
+  }
+
+  if (upgrade_websocket) {
+    for (const auto& f : head) {
+      if (f.name() == bhttp::field::connection &&
+          has_token(std::string_view(f.value().data(), f.value().size()), "upgrade")) {
+        r.websocket = true;
+        return fail(Reason::upgrade_not_supported);
+      }
+    }
+  }
+  return r;
+}
+
+void build_upstream_request(const RequestHead& head, const UpstreamRequest& u, std::string& out) {
+  out.append(u.method).push_back(' ');
+  append_target(out, u.rest);
+  out.append(" HTTP/1.1\r\n");
+  append_header(out, "Host", u.worker_authority);
+
+  const std::string tokens = connection_tokens(head);
+  std::string forwarded_for_joined;  // only when the peer is trusted
+  for (const auto& f : head) {
+    auto name = std::string_view(f.name_string().data(), f.name_string().size());
+    auto value = std::string_view(f.value().data(), f.value().size());
+    switch (f.name()) {
+      case bhttp::field::host:
+      case bhttp::field::expect:  // 100-continue is answered by frontdoor itself
+        continue;
+      case bhttp::field::authorization:
+        if (u.strip_authorization) continue;
+        break;
+      case bhttp::field::unknown:
+        if (iequals(name, "x-forwarded-for")) {
+          if (u.peer_trusted) {
+            if (!forwarded_for_joined.empty()) forwarded_for_joined.append(", ");
+            forwarded_for_joined.append(value);
+          }
+          continue;
+        }
+        if (iequals(name, "x-forwarded-host") || iequals(name, "x-forwarded-proto") ||
+            iequals(name, "x-request-id"))
+          continue;
+        break;
+      default:
+        break;
+    }
+    if (is_dropped_header(f.name(), name, tokens)) continue;
+    append_header(out, name, value);
+  }
+  out.append("X-Forwarded-For: ");
+  if (!forwarded_for_joined.empty()) out.append(forwarded_for_joined).append(", ");
+  out.append(u.peer_address).append("\r\n");
+  append_header(out, "X-Forwarded-Host", u.client_host);
+  append_header(out, "X-Forwarded-Proto", u.proto);
+  append_header(out, "X-Request-Id", u.request_id);
+  append_header(out, "X-Frontdoor-Key-Id", u.key_id);
+  if (u.chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (u.content_length) {
+    out.append("Content-Length: ");
+    append_uint(out, *u.content_length);
+    out.append("\r\n");
+  }
+  out.append("\r\n");
+}
+
+void build_downstream_response(const ResponseHead& head, const DownstreamResponse& d, std::string& out) {
+  out.append(d.http10_client ? "HTTP/1.0 " : "HTTP/1.1 ");
+  append_uint(out, head.result_int());
+  out.push_back(' ');
+  auto reason = head.reason();
+  if (reason.empty()) reason = bhttp::obsolete_reason(head.result());
+  out.append(reason.data(), reason.size()).append("\r\n");
+
+  const std::string tokens = connection_tokens(head);
+  for (const auto& f : head) {
+    auto name = std::string_view(f.name_string().data(), f.name_string().size());
+    auto value = std::string_view(f.value().data(), f.value().size());
+    if (d.head_request && (f.name() == bhttp::field::content_length)) {
+      append_header(out, name, value);  // HEAD: the length of the body not sent
+      continue;
+    }
+    if (f.name() == bhttp::field::unknown && iequals(name, "x-request-id")) continue;
+    if (is_dropped_header(f.name(), name, tokens)) continue;
+    append_header(out, name, value);
+  }
+  append_header(out, "X-Request-Id", d.request_id);
+  if (d.chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (d.content_length) {
+    out.append("Content-Length: ");
+    append_uint(out, *d.content_length);
+    out.append("\r\n");
+  }
+  if (!d.keep_alive)
+    out.append("Connection: close\r\n");
+  else if (d.http10_client)
+    out.append("Connection: keep-alive\r\n");
+  out.append("\r\n");
+}
+
+void build_local_reply(Reason reason, std::string_view request_id, bool keep_alive, std::string& out,
+                       std::string_view extra_headers) {
+  const auto& i = core::info(reason);
+  std::string body;
+  body.reserve(96 + request_id.size());
+  body.append(R"({"error":{"code":")").append(i.code).append(R"(","message":")").append(i.message);
+  body.append(R"(","request_id":")");
+  for (char c : request_id) {  // visible ASCII only (valid_request_id); escape JSON specials
+    if (c == '"' || c == '\\') body.push_back('\\');
+    body.push_back(c);
+  }
+  body.append("\"}}");
+
+  out.append("HTTP/1.1 ");
+  append_uint(out, i.status);
+  out.push_back(' ');
+  auto text = bhttp::obsolete_reason(static_cast<bhttp::status>(i.status));
+  out.append(text.data(), text.size()).append("\r\n");
+  out.append("Content-Type: application/json\r\n");
+  out.append("Content-Length: ");
+  append_uint(out, body.size());
+  out.append("\r\n");
+  append_header(out, "X-Frontdoor-Error", i.code);
+  if (!i.www_authenticate.empty()) append_header(out, "WWW-Authenticate", i.www_authenticate);
+  append_header(out, "X-Request-Id", request_id);
+  out.append(extra_headers);
+  if (!keep_alive) out.append("Connection: close\r\n");
+  out.append("\r\n").append(body);
+}
+
+}  // namespace frontdoor::http
