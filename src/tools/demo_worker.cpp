@@ -6,10 +6,12 @@
 //   GET  /ping                      200 {"status":"healthy"}
 //   POST /generate {"prompt": "…"}  200 {"id":"gen-…","text":"<prompt reversed>"}
 //   /generate?stream=true, or Accept: text/event-stream
-//                                   SSE: a few "data: {…}" events ~100 ms apart, then "data: [DONE]"
+//                                   SSE: a few "data: {…}" events ~100 ms apart, then "data:
+//                                   [DONE]"
 //
 // One thread, one io_context, a coroutine per connection (keep-alive).
 // SIGTERM / SIGINT stop it.
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -26,8 +28,6 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/json.hpp>
-
-#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -51,8 +51,8 @@ std::atomic<unsigned long> g_next_id{1};
 
 std::string next_id() { return "gen-" + std::to_string(g_next_id.fetch_add(1)); }
 
-http::response<http::string_body> json_response(const http::request<http::string_body>& req, http::status st,
-                                                 const json::value& body) {
+http::response<http::string_body> json_response(const http::request<http::string_body>& req,
+                                                http::status st, const json::value& body) {
   http::response<http::string_body> res{st, req.version()};
   res.set(http::field::server, "demo_worker");
   res.set(http::field::content_type, "application/json");
@@ -74,12 +74,14 @@ std::string prompt_of(const http::request<http::string_body>& req) {
 bool wants_stream(const http::request<http::string_body>& req) {
   std::string_view target = req.target();
   auto q = target.find('?');
-  if (q != std::string_view::npos && target.substr(q).find("stream=true") != std::string_view::npos) return true;
+  if (q != std::string_view::npos && target.substr(q).find("stream=true") != std::string_view::npos)
+    return true;
   return req[http::field::accept].find("text/event-stream") != std::string_view::npos;
 }
 
 // Streams the prompt back word by word as server-sent events.
-asio::awaitable<bool> stream_generate(tcp::socket& sock, const http::request<http::string_body>& req) {
+asio::awaitable<bool> stream_generate(tcp::socket& sock,
+                                      const http::request<http::string_body>& req) {
   http::response<http::empty_body> res{http::status::ok, req.version()};
   res.set(http::field::server, "demo_worker");
   res.set(http::field::content_type, "text/event-stream");
@@ -99,14 +101,18 @@ asio::awaitable<bool> stream_generate(tcp::socket& sock, const http::request<htt
       timer.expires_after(kStreamInterval);
       co_await timer.async_wait(kUseTuple);
     }
-    json::object ev{{"id", id}, {"index", i}, {"text", prompt.substr(i * prompt.size() / kStreamEvents,
-                                                                     prompt.size() / kStreamEvents + 1)}};
+    json::object ev{{"id", id},
+                    {"index", i},
+                    {"text", prompt.substr(i * prompt.size() / kStreamEvents,
+                                           prompt.size() / kStreamEvents + 1)}};
     std::string data = "data: " + json::serialize(ev) + "\n\n";
-    auto [wec, wn] = co_await asio::async_write(sock, http::make_chunk(asio::buffer(data)), kUseTuple);
+    auto [wec, wn] =
+        co_await asio::async_write(sock, http::make_chunk(asio::buffer(data)), kUseTuple);
     if (wec) co_return false;
   }
   std::string done = "data: [DONE]\n\n";
-  auto [dec, dn] = co_await asio::async_write(sock, http::make_chunk(asio::buffer(done)), kUseTuple);
+  auto [dec, dn] =
+      co_await asio::async_write(sock, http::make_chunk(asio::buffer(done)), kUseTuple);
   if (dec) co_return false;
   auto [lec, ln] = co_await asio::async_write(sock, http::make_chunk_last(), kUseTuple);
   co_return !lec && req.keep_alive();
@@ -123,7 +129,8 @@ asio::awaitable<void> session(tcp::socket sock) {
     std::string_view target = req.target();
     std::string_view path = target.substr(0, target.find('?'));
 
-    if (path == "/generate" && (req.method() == http::verb::post || req.method() == http::verb::get) &&
+    if (path == "/generate" &&
+        (req.method() == http::verb::post || req.method() == http::verb::get) &&
         wants_stream(req)) {
       if (!co_await stream_generate(sock, req)) break;
       continue;
@@ -189,7 +196,8 @@ int main(int argc, char** argv) {
     asio::io_context ioc{1};
     tcp::endpoint ep{asio::ip::make_address(host), static_cast<unsigned short>(port)};
     tcp::acceptor acceptor{ioc, ep};
-    std::cerr << "demo_worker listening on " << host << ":" << acceptor.local_endpoint().port() << std::endl;
+    std::cerr << "demo_worker listening on " << host << ":" << acceptor.local_endpoint().port()
+              << std::endl;
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int) { ioc.stop(); });

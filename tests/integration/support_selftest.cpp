@@ -1,19 +1,18 @@
 // Self-tests of the test support (no proxy): the client against the fake
 // worker and the demo worker, the token maker against known values.
-#include "support/fake_worker.hpp"
-#include "support/http_client.hpp"
-#include "support/tokens.hpp"
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include "support/fake_worker.hpp"
+#include "support/http_client.hpp"
+#include "support/tokens.hpp"
 
 extern char** environ;
 
@@ -32,7 +31,8 @@ TEST(SupportSelfTest, TokensHaveTheSpecShape) {
   ASSERT_EQ(t.size(), 44u);
   EXPECT_EQ(t.substr(0, 4), "rpa_");
   EXPECT_NE(with_bad_checksum(t), t);
-  EXPECT_EQ(stored_hash("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(stored_hash("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_NE(fresh_rpa_token(), fresh_rpa_token());
 }
 
@@ -42,7 +42,8 @@ TEST(SupportSelfTest, EchoAndKeepAlive) {
   TcpClient c(w.port());
   ASSERT_TRUE(c.connected());
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(c.send(build_request("POST", "/x?i=" + std::to_string(i), {{"Host", "w"}, {"X-A", "1"}}, "hello")));
+    ASSERT_TRUE(c.send(build_request("POST", "/x?i=" + std::to_string(i),
+                                     {{"Host", "w"}, {"X-A", "1"}}, "hello")));
     auto r = c.read_response();
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200);
@@ -217,11 +218,13 @@ TEST(SupportSelfTest, DemoWorker) {
   auto ping = do_request(port, "GET", "/ping", {{"Host", "w"}});
   EXPECT_EQ(ping.status, 200);
   EXPECT_EQ(ping.body, R"({"status":"healthy"})");
-  auto gen = do_request(port, "POST", "/generate", {{"Host", "w"}, {"Content-Type", "application/json"}},
-                        R"({"prompt":"abc"})");
+  auto gen =
+      do_request(port, "POST", "/generate", {{"Host", "w"}, {"Content-Type", "application/json"}},
+                 R"({"prompt":"abc"})");
   EXPECT_EQ(gen.status, 200);
   EXPECT_NE(gen.body.find(R"("text":"cba")"), std::string::npos) << gen.body;
-  auto sse = do_request(port, "POST", "/generate?stream=true", {{"Host", "w"}}, R"({"prompt":"hello world"})");
+  auto sse = do_request(port, "POST", "/generate?stream=true", {{"Host", "w"}},
+                        R"({"prompt":"hello world"})");
   EXPECT_EQ(sse.status, 200);
   EXPECT_TRUE(sse.chunked);
   EXPECT_NE(sse.body.find("data: [DONE]\n\n"), std::string::npos) << sse.body;

@@ -13,7 +13,6 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/json.hpp>
-
 #include <cerrno>
 #include <charconv>
 
@@ -84,16 +83,26 @@ namespace {
 
 const char* reason_for(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
   }
 }
 
@@ -148,7 +157,8 @@ class Conn {
     for (;;) {
       int ms = -1;
       if (d.count() >= 0) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
         if (left <= 0) return Wait::timeout;
         ms = static_cast<int>(left);
       }
@@ -407,6 +417,11 @@ void FakeWorker::serve(int fd, int conn_no) {
             }
             cv_.notify_all();
           }
+          // Like uvicorn: answer "Expect: 100-continue" before reading the body.
+          auto expect = parser.get()[http::field::expect];
+          if (iequals(expect, "100-continue") && !parser.is_done() && buf.empty() &&
+              !conn.send_all("HTTP/1.1 100 Continue\r\n\r\n"))
+            return finish();
         }
         if (parser.is_done()) break;
         if (!ec && n > 0 && !buf.empty()) continue;
@@ -425,7 +440,8 @@ void FakeWorker::serve(int fd, int conn_no) {
     rec.method = std::string(msg.method_string());
     rec.target = std::string(msg.target());
     rec.version = msg.version();
-    for (const auto& f : msg) rec.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    for (const auto& f : msg)
+      rec.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     rec.body = msg.body();
     rec.chunked = parser.chunked();
     rec.connection = conn_no;
@@ -439,9 +455,16 @@ void FakeWorker::serve(int fd, int conn_no) {
         ++probes_;
       }
       cv_.notify_all();
-      std::string body = R"({"status":"healthy"})";
-      if (!conn.send_all(head_bytes(200, {{"Content-Type", "application/json"},
-                                          {"Content-Length", std::to_string(body.size())}}) +
+      // A behaviour registered for the health path sets the status (to make
+      // the worker unhealthy); otherwise probes get 200.
+      int status = 200;
+      {
+        std::lock_guard lk(mu_);
+        if (auto it = by_path_.find(health_path); it != by_path_.end()) status = it->second.status;
+      }
+      std::string body = status == 200 ? R"({"status":"healthy"})" : R"({"status":"unhealthy"})";
+      if (!conn.send_all(head_bytes(status, {{"Content-Type", "application/json"},
+                                             {"Content-Length", std::to_string(body.size())}}) +
                          body))
         return finish();
       if (client_close) return finish();

@@ -9,8 +9,6 @@
 // Thread safety: every public member may be called from any thread while the
 // worker runs. The destructor stops the server and joins all its threads
 // (bounded: blocked reads/writes/delays wake on a stop event).
-#include "support/http_client.hpp"
-
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -21,16 +19,18 @@
 #include <thread>
 #include <vector>
 
+#include "support/http_client.hpp"
+
 namespace frontdoor::test {
 
 struct RecordedRequest {
   std::string method;
   std::string target;
   unsigned version = 11;  // 10 or 11
-  Headers headers;         // in arrival order
-  std::string body;        // de-chunked
-  bool chunked = false;    // arrived with Transfer-Encoding: chunked
-  int connection = 0;      // 1-based ordinal of the connection it came on
+  Headers headers;        // in arrival order
+  std::string body;       // de-chunked
+  bool chunked = false;   // arrived with Transfer-Encoding: chunked
+  int connection = 0;     // 1-based ordinal of the connection it came on
   Clock::time_point received_at;
 
   std::optional<std::string> header(std::string_view name) const;
@@ -55,8 +55,8 @@ struct Behavior {
   int sse_events = 0;
   std::chrono::milliseconds sse_interval{0};
   std::size_t large_size = 0;
-  bool chunked = false;          // large_body / fixed: send chunked
-  bool connection_close = false; // answer with "Connection: close" and close
+  bool chunked = false;           // large_body / fixed: send chunked
+  bool connection_close = false;  // answer with "Connection: close" and close
 
   static Behavior fixed(int status, std::string body = {}, Headers headers = {});
   static Behavior echo();

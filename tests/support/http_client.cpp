@@ -18,10 +18,13 @@ namespace frontdoor::test {
 
 namespace {
 
-char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 int remaining_ms(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   if (left < 0) return 0;
   return static_cast<int>(std::min<long long>(left, 1'000'000));
 }
@@ -174,7 +177,8 @@ bool TcpClient::read_line(std::string& line, Clock::time_point deadline, std::st
   }
 }
 
-bool TcpClient::read_exact(std::size_t n, std::string& out, Clock::time_point deadline, std::string* raw) {
+bool TcpClient::read_exact(std::size_t n, std::string& out, Clock::time_point deadline,
+                           std::string* raw) {
   while (buf_.size() < n)
     if (!fill(deadline)) return false;
   out.append(buf_, 0, n);
@@ -229,7 +233,8 @@ std::optional<HttpResponse> TcpClient::read_response(bool head_request) {
   auto deadline = Clock::now() + timeout_;
   auto r = parse_head(deadline);
   if (!r) return std::nullopt;
-  if (head_request || (r->status >= 100 && r->status < 200) || r->status == 204 || r->status == 304) return r;
+  if (head_request || (r->status >= 100 && r->status < 200) || r->status == 204 || r->status == 304)
+    return r;
   if (r->chunked) {
     if (!read_chunked_body(*r, deadline)) return std::nullopt;
     return r;
@@ -302,14 +307,16 @@ std::string build_request(std::string_view method, std::string_view target, cons
     if (iequals(n, "Content-Length") || iequals(n, "Transfer-Encoding")) framed = true;
     out.append(n).append(": ").append(v).append("\r\n");
   }
-  if (!framed && !body.empty()) out.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  if (!framed && !body.empty())
+    out.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
   out.append("\r\n");
   out.append(body);
   return out;
 }
 
 HttpResponse do_request(std::uint16_t port, std::string_view method, std::string_view target,
-                        const Headers& headers, std::string_view body, std::chrono::milliseconds timeout) {
+                        const Headers& headers, std::string_view body,
+                        std::chrono::milliseconds timeout) {
   TcpClient c(port, timeout);
   if (!c.connected() || !c.send(build_request(method, target, headers, body))) return {};
   for (;;) {

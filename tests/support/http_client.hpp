@@ -26,7 +26,7 @@ bool iequals(std::string_view a, std::string_view b) noexcept;
 struct HttpResponse {
   int status = 0;
   std::string reason;
-  Headers headers;  // in arrival order, names as sent
+  Headers headers;   // in arrival order, names as sent
   std::string body;  // de-chunked
   std::string raw;   // the bytes of this response as received
   bool chunked = false;

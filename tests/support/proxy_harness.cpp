@@ -1,7 +1,5 @@
 #include "support/proxy_harness.hpp"
 
-#include "support/tokens.hpp"
-
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,13 +9,14 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
-
 #include <cerrno>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "support/tokens.hpp"
 
 extern char** environ;
 
@@ -97,8 +96,8 @@ std::string ProxyHarness::config_yaml() const {
   y << "listeners:\n  - address: 127.0.0.1:0\n";
   y << "admin:\n  address: 127.0.0.1:0\n";
   y << "threads: " << config_.threads << "\n";
-  y << "log: { level: " << config_.log_level << ", access: " << (config_.access_log ? "true" : "false")
-    << " }\n";
+  y << "log: { level: " << config_.log_level
+    << ", access: " << (config_.access_log ? "true" : "false") << " }\n";
   y << "routing:\n";
   if (!config_.host_suffix.empty()) y << "  host_suffix: " << config_.host_suffix << "\n";
   y << "  path_prefix: " << (config_.path_prefix ? "true" : "false") << "\n";
@@ -120,7 +119,8 @@ std::string ProxyHarness::config_yaml() const {
     y << "endpoints:\n";
     for (const auto& ep : endpoints_) {
       y << "  " << ep.id << ":\n    workers: [";
-      for (std::size_t i = 0; i < ep.workers.size(); ++i) y << (i ? ", " : " ") << quoted(ep.workers[i]);
+      for (std::size_t i = 0; i < ep.workers.size(); ++i)
+        y << (i ? ", " : " ") << quoted(ep.workers[i]);
       y << " ]\n";
       y << "    balance: " << ep.balance << "\n";
       y << "    queue: { max: 1024, timeout: " << ep.queue_timeout << " }\n";
@@ -152,7 +152,8 @@ std::string ProxyHarness::keys_yaml() const {
     } else {
       y << "    management: " << k.management << "\n";
       y << "    endpoints:\n";
-      for (const auto& [ep, access] : k.endpoints) y << "      " << quoted(ep) << ": " << access << "\n";
+      for (const auto& [ep, access] : k.endpoints)
+        y << "      " << quoted(ep) << ": " << access << "\n";
     }
   }
   return y.str();
@@ -215,11 +216,12 @@ bool ProxyHarness::start(milliseconds timeout) {
   // 2. /readyz 200. Readiness is a state to observe, not an event we can be
   // told about, so poll it with a short pause between attempts.
   for (;;) {
-    auto r = do_request(admin_port_, "GET", "/readyz", {{"Host", "127.0.0.1"}}, {}, milliseconds(1000));
+    auto r =
+        do_request(admin_port_, "GET", "/readyz", {{"Host", "127.0.0.1"}}, {}, milliseconds(1000));
     if (r.status == 200) return true;
     if (Clock::now() >= deadline || !running() || wait_exit(milliseconds(0))) {
-      error_ = "/readyz never answered 200 (last status " + std::to_string(r.status) + "); stderr:\n" +
-               stderr_text();
+      error_ = "/readyz never answered 200 (last status " + std::to_string(r.status) +
+               "); stderr:\n" + stderr_text();
       return false;
     }
     std::this_thread::sleep_for(milliseconds(20));
@@ -275,7 +277,8 @@ void ProxyHarness::reader_loop(int out_fd, int err_fd) {
         continue;
       }
       std::string_view chunk(buf, static_cast<std::size_t>(n));
-      (i == 0 ? out_file : err_file).write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      (i == 0 ? out_file : err_file)
+          .write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
       (i == 0 ? out_file : err_file).flush();
       {
         std::lock_guard lk(mu_);
@@ -295,8 +298,9 @@ std::uint16_t ProxyHarness::proxy_port(std::size_t index) const {
   return index < proxy_ports_.size() ? proxy_ports_[index] : 0;
 }
 
-HttpResponse ProxyHarness::request(std::string_view method, std::string_view target, const Headers& headers,
-                                   std::string_view body, milliseconds timeout) const {
+HttpResponse ProxyHarness::request(std::string_view method, std::string_view target,
+                                   const Headers& headers, std::string_view body,
+                                   milliseconds timeout) const {
   return do_request(proxy_port(), method, target, headers, body, timeout);
 }
 

@@ -7,19 +7,16 @@
 //
 // Usage:
 //   ProxyHarness h;
-//   std::string token = h.add_key({.id = "key_a", .endpoints = {{"*", "none"}, {"ep1", "read_write"}}});
-//   h.add_endpoint({.id = "ep1", .workers = {worker.url()}});
+//   std::string token = h.add_key({.id = "key_a", .endpoints = {{"*", "none"}, {"ep1",
+//   "read_write"}}}); h.add_endpoint({.id = "ep1", .workers = {worker.url()}});
 //   ASSERT_TRUE(h.start()) << h.error();
 //   auto r = h.request("GET", "/ep1/x", {{"Host", "a"}, bearer(token)});
 //
 // Every wait is bounded. The destructor stops the child (SIGTERM, then
 // SIGKILL after 5 s) and removes the directory (kept when FD_KEEP_TMP is set).
-#include "support/http_client.hpp"
-
 #include <sys/types.h>
 
 #include <boost/json/object.hpp>
-
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -29,23 +26,25 @@
 #include <utility>
 #include <vector>
 
+#include "support/http_client.hpp"
+
 namespace frontdoor::test {
 
 struct KeySpec {
-  std::string id;
-  std::string token;  // empty: a fresh valid rpa_ token is made
+  std::string id{};
+  std::string token{};  // empty: a fresh valid rpa_ token is made
   std::string name = "test-key";
   // Written in order, e.g. {{"*", "none"}, {"ep1", "read_write"}}; ignored for legacy keys.
   std::vector<std::pair<std::string, std::string>> endpoints = {{"*", "none"}};
   bool enabled = true;
-  std::string expires_at;     // RFC 3339; empty = null
-  std::string legacy_access;  // "read" | "read_write": a legacy key (no endpoints map)
+  std::string expires_at{};     // RFC 3339; empty = null
+  std::string legacy_access{};  // "read" | "read_write": a legacy key (no endpoints map)
   std::string management = "none";
 };
 
 struct EndpointSpec {
-  std::string id;
-  std::vector<std::string> workers;  // "http://127.0.0.1:PORT"
+  std::string id{};
+  std::vector<std::string> workers{};  // "http://127.0.0.1:PORT"
   std::string balance = "round_robin";
   std::string connect = "1s";
   std::string first_byte = "10s";
@@ -83,7 +82,9 @@ class ProxyHarness {
   // Returns the key's token.
   std::string add_key(KeySpec key);
   void add_endpoint(EndpointSpec ep);
-  void set_limit(const std::string& name, const std::string& value) { config_.limits[name] = value; }
+  void set_limit(const std::string& name, const std::string& value) {
+    config_.limits[name] = value;
+  }
 
   // Writes config + store, spawns the binary, waits for the listening lines
   // and /readyz 200. On failure returns false and error() says why (with the

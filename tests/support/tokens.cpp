@@ -1,11 +1,11 @@
 #include "support/tokens.hpp"
 
-#include "support/http_client.hpp"
-
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+
+#include "support/http_client.hpp"
 
 namespace frontdoor::test {
 

@@ -1,0 +1,106 @@
+// SPEC §4 step 7: worker failures map to 502 / 503 / 504, and a POST never
+// runs twice.
+#include "support/proxy_test_base.hpp"
+
+namespace frontdoor::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class UpstreamTest : public ProxyTest {};
+
+TEST_F(UpstreamTest, RefusedConnectionIs502) {
+  // The worker is healthy at start (probes are far apart), then goes away:
+  // the next connect is refused.
+  add_default_endpoint({.health_interval = "60s", .retries = 0});
+  add_default_key();
+  start();
+  ASSERT_EQ(get("/ep1/warmup").status, 200);
+  worker_.stop();
+  auto r = get("/ep1/x");
+  EXPECT_TRUE(IsFrontdoorError(r, 502, "worker_unavailable"));
+}
+
+TEST_F(UpstreamTest, RefusedConnectionIs502WithRetries) {
+  add_default_endpoint({.health_interval = "60s", .retries = 1});
+  add_default_key();
+  start();
+  ASSERT_EQ(get("/ep1/warmup").status, 200);
+  worker_.stop();
+  auto r = proxy_.request("POST", "/ep1/generate", auth_headers(), "{}");
+  EXPECT_TRUE(IsFrontdoorError(r, 502, "worker_unavailable"));
+}
+
+TEST_F(UpstreamTest, ResetBeforeHeadIs502AndPostRunsOnce) {
+  add_default_endpoint({.retries = 1});
+  add_default_key();
+  worker_.on("/generate", Behavior::close_without_answer());
+  start();
+  auto r = proxy_.request("POST", "/ep1/generate", auth_headers(), R"({"prompt":"once"})");
+  EXPECT_TRUE(IsFrontdoorError(r, 502, "worker_unavailable"));
+  // Barrier, then: the POST reached the worker exactly once.
+  EXPECT_EQ(get("/ep1/__barrier").status, 200);
+  ASSERT_TRUE(worker_.wait_for_requests(2, kWait));
+  std::size_t posts = 0;
+  for (const auto& req : worker_.requests()) posts += req.target == "/generate";
+  EXPECT_EQ(posts, 1u);
+}
+
+TEST_F(UpstreamTest, NoHeadWithinFirstByteIs504) {
+  add_default_endpoint({.first_byte = "500ms"});
+  add_default_key();
+  worker_.set_default(Behavior::never_answer());
+  start();
+  auto t0 = Clock::now();
+  auto r = get("/ep1/slow");
+  auto elapsed = Clock::now() - t0;
+  EXPECT_TRUE(IsFrontdoorError(r, 504, "worker_timeout"));
+  EXPECT_GE(elapsed, 400ms);
+  EXPECT_LT(elapsed, 3s);
+  // The proxy gives up on that worker connection.
+  EXPECT_TRUE(worker_.wait_for_peer_aborts(1, 3s));
+  // Not retried: the request was written on a fresh connection, which is
+  // not one of the retry cases of step 7.
+  EXPECT_EQ(worker_.request_count(), 1u);
+}
+
+TEST_F(UpstreamTest, SlowFirstByteWithinLimitIsFine) {
+  add_default_endpoint({.first_byte = "2s"});
+  add_default_key();
+  Behavior b = Behavior::fixed(200, "late");
+  b.first_byte_delay = 300ms;
+  worker_.set_default(b);
+  start();
+  auto r = get("/ep1/slow");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "late");
+}
+
+TEST_F(UpstreamTest, UnhealthyWorkerIs503) {
+  add_default_endpoint({.queue_timeout = "500ms"});
+  add_default_key();
+  worker_.on("/ping", Behavior::fixed(500));  // health probes fail
+  start();
+  auto r = get("/ep1/x");
+  EXPECT_TRUE(IsFrontdoorError(r, 503, "no_worker_ready"));
+  auto retry_after = r.header("Retry-After");
+  ASSERT_TRUE(retry_after);
+  EXPECT_FALSE(retry_after->empty());
+  EXPECT_EQ(retry_after->find_first_not_of("0123456789"), std::string::npos) << *retry_after;
+  EXPECT_EQ(worker_.heads_received(), 0u);
+}
+
+TEST_F(UpstreamTest, WorkerErrorStatusesPassThrough) {
+  add_default_endpoint();
+  add_default_key();
+  worker_.set_default(
+      Behavior::fixed(500, R"({"detail":"boom"})", {{"Content-Type", "application/json"}}));
+  start();
+  auto r = get("/ep1/x");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.body, R"({"detail":"boom"})");
+  EXPECT_FALSE(r.has_header("X-Frontdoor-Error")) << "a worker's own error is not frontdoor's";
+}
+
+}  // namespace
+}  // namespace frontdoor::test

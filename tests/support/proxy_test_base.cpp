@@ -1,0 +1,88 @@
+#include "support/proxy_test_base.hpp"
+
+#include <boost/json.hpp>
+
+namespace frontdoor::test {
+
+namespace json = boost::json;
+
+::testing::AssertionResult IsFrontdoorError(const HttpResponse& r, int status,
+                                            std::string_view code) {
+  auto fail = [&](const std::string& what) {
+    return ::testing::AssertionFailure() << what << "\n--- response:\n" << r.raw.substr(0, 2000);
+  };
+  if (r.status != status)
+    return fail("status " + std::to_string(r.status) + ", expected " + std::to_string(status));
+  auto ct = r.header("Content-Type");
+  if (!ct || ct->find("application/json") == std::string::npos)
+    return fail("Content-Type is not JSON");
+  if (r.header("X-Frontdoor-Error") != std::string(code))
+    return fail("X-Frontdoor-Error is not " + std::string(code));
+
+  boost::system::error_code ec;
+  auto v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return fail("body is not a JSON object");
+  auto* err = v.as_object().if_contains("error");
+  if (!err || !err->is_object()) return fail("body has no \"error\" object");
+  const auto& e = err->as_object();
+  auto str = [&](std::string_view k) -> std::string {
+    auto* f = e.if_contains(k);
+    return f && f->is_string() ? std::string(f->as_string()) : std::string();
+  };
+  if (str("code") != code) return fail("error.code is not " + std::string(code));
+  if (str("message").empty()) return fail("error.message missing or empty");
+  if (str("request_id").empty()) return fail("error.request_id missing or empty");
+
+  auto www = r.header("WWW-Authenticate");
+  const std::string realm = R"(Bearer realm="frontdoor")";
+  if (code == "missing_api_key") {
+    if (www != realm) return fail("WWW-Authenticate is not exactly " + realm);
+  } else if (code == "invalid_api_key" || code == "api_key_disabled" || code == "api_key_expired" ||
+             code == "insufficient_scope") {
+    std::string want =
+        code == "insufficient_scope" ? R"(error="insufficient_scope")" : R"(error="invalid_token")";
+    if (!www || www->rfind(realm, 0) != 0 || www->find(want) == std::string::npos)
+      return fail("WWW-Authenticate lacks " + realm + " ... " + want);
+  } else if (www) {
+    return fail("unexpected WWW-Authenticate");
+  }
+  return ::testing::AssertionSuccess();
+}
+
+void ProxyTest::add_default_endpoint(EndpointSpec spec) {
+  if (spec.id.empty()) spec.id = "ep1";
+  if (spec.workers.empty()) spec.workers = {worker_.url()};
+  proxy_.add_endpoint(std::move(spec));
+}
+
+void ProxyTest::add_default_key() {
+  token_ = proxy_.add_key({.id = key_id_, .endpoints = {{"*", "none"}, {"ep1", "read_write"}}});
+}
+
+void ProxyTest::start() {
+  ASSERT_TRUE(worker_.ok());
+  ASSERT_TRUE(proxy_.start()) << proxy_.error();
+  ASSERT_TRUE(worker_.wait_for_health_probes(1, kWait)) << "the proxy never probed the worker";
+}
+
+Headers ProxyTest::auth_headers(Headers extra, std::string host) const {
+  Headers h{{"Host", std::move(host)}, bearer(token_)};
+  for (auto& e : extra) h.push_back(std::move(e));
+  return h;
+}
+
+HttpResponse ProxyTest::get(std::string_view target, Headers extra) const {
+  return proxy_.request("GET", target, auth_headers(std::move(extra)));
+}
+
+void ProxyTest::expect_worker_saw_nothing_but_barrier() {
+  auto r = get("/ep1/__barrier");
+  ASSERT_EQ(r.status, 200) << r.raw;
+  ASSERT_TRUE(worker_.wait_for_requests(1, kWait));
+  auto log = worker_.requests();
+  EXPECT_EQ(worker_.heads_received(), 1u);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].target, "/__barrier");
+}
+
+}  // namespace frontdoor::test
