@@ -425,7 +425,9 @@ void Session::send_request_head() {
 // then whatever body is available, in one gathered write.
 void Session::send_request_body() {
   if (up_write_pending_ || req_sent_) return;
-  std::array<asio::const_buffer, 2> bufs;
+  // Passed by value: the write operation keeps its own copy of the buffer
+  // list across partial writes (unused entries are empty).
+  std::array<asio::const_buffer, 2> bufs{};
   std::size_t count = 0;
   req_pending_consume_ = 0;
   if (req_framing_ == Framing::length) {
@@ -488,7 +490,7 @@ void Session::send_request_body() {
     return;
   }
   up_write_pending_ = true;
-  asio::async_write(up_->socket, std::span(bufs.data(), count),
+  asio::async_write(up_->socket, bufs,
                     [self = shared_from_this(), id = exchange_id_](error_code ec, std::size_t n) {
                       if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
                       self->on_request_written(ec, n);
@@ -645,7 +647,7 @@ void Session::on_response_head() {
 // bytes available, framed as the client expects.
 void Session::relay_response_body() {
   if (client_write_pending_) return;
-  std::array<asio::const_buffer, 3> bufs;
+  std::array<asio::const_buffer, 3> bufs{};  // by value into the write, as above
   std::size_t count = 0;
   bool complete = false;
   res_pending_consume_ = 0;
@@ -721,7 +723,7 @@ void Session::relay_response_body() {
   }
   res_complete_after_write_ = complete;
   client_write_pending_ = true;
-  asio::async_write(client_, std::span(bufs.data(), count),
+  asio::async_write(client_, bufs,
                     [self = shared_from_this(), id = exchange_id_](error_code ec, std::size_t n) {
                       self->client_write_pending_ = false;
                       if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
