@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 
 #include "frontdoor/http/route.hpp"
 
@@ -81,16 +82,17 @@ bool valid_host(std::string_view h) noexcept {
 
 // obs-fold, NUL, and CR or LF that are not part of a CRLF line ending.
 bool raw_head_clean(std::string_view raw) noexcept {
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    char c = raw[i];
-    if (c == '\0') return false;
-    if (c == '\r' && (i + 1 >= raw.size() || raw[i + 1] != '\n')) return false;
-    if (c == '\n') {
-      if (i == 0 || raw[i - 1] != '\r') return false;
-      if (i + 1 < raw.size() && (raw[i + 1] == ' ' || raw[i + 1] == '\t')) return false;  // obs-fold
-    }
+  const char* begin = raw.data();
+  const char* end = begin + raw.size();
+  if (std::memchr(begin, '\0', raw.size())) return false;
+  std::size_t lines = 0;
+  for (const char* p = begin; (p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p))));
+       ++p) {
+    if (p == begin || p[-1] != '\r') return false;                        // bare LF
+    if (p + 1 < end && (p[1] == ' ' || p[1] == '\t')) return false;       // obs-fold
+    ++lines;
   }
-  return true;
+  return static_cast<std::size_t>(std::count(begin, end, '\r')) == lines;  // no bare CR
 }
 
 void append_uint(std::string& out, std::uint64_t v) {

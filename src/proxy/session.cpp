@@ -148,7 +148,7 @@ void Session::on_client_read(error_code ec, std::size_t n) {
     case Phase::exchange:
       // Either more request body, or (request already sent) pipelined bytes
       // that wait in in_ for the next request.
-      if (!req_sent_ && !up_write_pending_) send_request_body();
+      if (!req_sent_ && !req_aborted_ && !up_write_pending_) send_request_body();
       return;
     case Phase::drain:
       drain_body();
@@ -168,6 +168,11 @@ void Session::close() {
 }
 
 void Session::on_sweep(Clock::time_point now) {
+  // An exchange that outlives a sweep interval watches its client, so that
+  // a disconnect cancels it (a worker may think for minutes). Short
+  // requests never pay the extra read. Pipelined bytes make it unneeded.
+  if (phase_ == Phase::exchange && req_sent_ && !client_read_pending_ && in_.size() == 0)
+    read_client();
   if (now < deadline_) return;
   deadline_ = Clock::time_point::max();
   switch (phase_) {
@@ -345,7 +350,7 @@ void Session::start_exchange() {
   ++exchange_id_;
   exchange_active_ = true;
   req_sent_ = req_final_chunk_sent_ = false;
-  res_started_ = res_done_ = res_head_done_ = res_eof_ = false;
+  res_started_ = res_done_ = res_head_done_ = res_eof_ = response_waiting_ = req_aborted_ = false;
   up_write_pending_ = up_read_pending_ = false;
   res_.reset();
   worker_ = &endpoint_->pick(failed_worker_);
@@ -424,7 +429,7 @@ void Session::send_request_head() {
 // Writes the next piece of the request: the head (in out_) if not yet sent,
 // then whatever body is available, in one gathered write.
 void Session::send_request_body() {
-  if (up_write_pending_ || req_sent_) return;
+  if (up_write_pending_ || req_sent_ || req_aborted_) return;
   // Passed by value: the write operation keeps its own copy of the buffer
   // list across partial writes (unused entries are empty).
   std::array<asio::const_buffer, 2> bufs{};
@@ -500,11 +505,17 @@ void Session::send_request_body() {
 void Session::on_request_written(error_code ec, std::size_t n) {
   up_write_pending_ = false;
   if (ec) {
-    if (res_started_) {
-      // The worker answered early and stopped reading: let the response
-      // finish; the unread request body forbids keep-alive.
-      req_sent_ = true;
+    if (res_head_done_) {
+      // The worker answered early and stopped reading: relay its answer;
+      // the rest of the client's body is discarded and the client closed.
+      req_aborted_ = true;
       close_after_response_ = true;
+      if (response_waiting_) {
+        response_waiting_ = false;
+        on_response_head();
+      } else {
+        maybe_finish_exchange();
+      }
       return;
     }
     exchange_failed(Reason::worker_unavailable, false, !res_head_done_ && up_in_.size() == 0);
@@ -522,14 +533,20 @@ void Session::on_request_written(error_code ec, std::size_t n) {
               (req_framing_ == Framing::chunked && req_final_chunk_sent_);
   if (!done) {
     set_deadline(endpoint_->config().timeouts.idle);
-    send_request_body();
+    if (response_waiting_) {
+      response_waiting_ = false;
+      on_response_head();  // early answer: relayed while the body still flows
+    }
+    if (phase_ == Phase::exchange && !req_sent_) send_request_body();
     return;
   }
   req_sent_ = true;
   if (!res_head_done_) set_deadline(endpoint_->config().timeouts.first_byte);
-  // Watch the client while the worker works: a disconnect cancels the
-  // exchange. Pipelined bytes already buffered make that unnecessary.
-  if (in_.size() == 0) read_client();
+  if (response_waiting_) {
+    response_waiting_ = false;
+    on_response_head();
+    return;
+  }
   maybe_finish_exchange();
 }
 
@@ -605,6 +622,12 @@ void Session::on_upstream_read(error_code ec, std::size_t n) {
     }
     break;
   }
+  if (up_write_pending_) {
+    // Usually the request write has completed and only its handler has not
+    // run yet: decide keep-alive once the request is known to be sent.
+    response_waiting_ = true;
+    return;
+  }
   on_response_head();
 }
 
@@ -625,7 +648,9 @@ void Session::on_response_head() {
     res_framing_ = res_->chunked() ? Framing::chunked : Framing::until_eof;
     client_framing_ = http10 ? Framing::until_eof : Framing::chunked;
   }
-  bool keep_alive = req.keep_alive() && !close_after_response_ && !client_eof_ && req_sent_ &&
+  // An early answer (request body still flowing) keeps the connection: the
+  // body is relayed to its end before the next request is read.
+  bool keep_alive = req.keep_alive() && !close_after_response_ && !client_eof_ &&
                     client_framing_ != Framing::until_eof &&
                     !ctx_.shared().draining.load(std::memory_order_relaxed);
   if (!keep_alive) close_after_response_ = true;
@@ -807,9 +832,10 @@ void Session::release_upstream(bool reusable) {
 void Session::maybe_finish_exchange() {
   if (!res_done_ || client_write_pending_) return;
   if (!req_sent_) {
-    // The worker answered before it read the whole body: the worker
-    // connection cannot be reused, and the client's unread body means we
-    // close after discarding at most kDrainLimit of it.
+    if (!req_aborted_) return;  // the body is still being relayed; finish after it
+    // The worker stopped reading our body: its connection cannot be reused,
+    // and the client's unread body means we close after discarding at most
+    // kDrainLimit of it.
     release_upstream(false);
     finish_request();
     drain_body();

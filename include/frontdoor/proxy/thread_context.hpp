@@ -111,7 +111,10 @@ class ThreadContext {
 
   Shared& shared_;
   unsigned index_;
-  boost::asio::io_context io_{1};
+  // Every socket of this context is used from its own thread only, so the
+  // reactor needs no per-descriptor locking; the scheduler keeps its lock
+  // because shutdown posts to it from the admin thread.
+  boost::asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   boost::asio::steady_timer sweep_timer_{io_};
   bool sweeping_ = false;
   Sweepable* sessions_ = nullptr;
