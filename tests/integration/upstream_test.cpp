@@ -76,20 +76,6 @@ TEST_F(UpstreamTest, SlowFirstByteWithinLimitIsFine) {
   EXPECT_EQ(r.body, "late");
 }
 
-TEST_F(UpstreamTest, UnhealthyWorkerIs503) {
-  add_default_endpoint({.queue_timeout = "500ms"});
-  add_default_key();
-  worker_.on("/ping", Behavior::fixed(500));  // health probes fail
-  start();
-  auto r = get("/ep1/x");
-  EXPECT_TRUE(IsFrontdoorError(r, 503, "no_worker_ready"));
-  auto retry_after = r.header("Retry-After");
-  ASSERT_TRUE(retry_after);
-  EXPECT_FALSE(retry_after->empty());
-  EXPECT_EQ(retry_after->find_first_not_of("0123456789"), std::string::npos) << *retry_after;
-  EXPECT_EQ(worker_.heads_received(), 0u);
-}
-
 TEST_F(UpstreamTest, WorkerErrorStatusesPassThrough) {
   add_default_endpoint();
   add_default_key();

@@ -56,7 +56,7 @@ struct EndpointSpec {
 };
 
 struct HarnessConfig {
-  unsigned threads = 1;
+  unsigned threads = 2;  // two io threads: cross-thread paths get exercised
   std::string log_level = "info";
   bool access_log = true;
   std::string host_suffix;  // empty: omitted

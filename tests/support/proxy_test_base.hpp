@@ -30,7 +30,7 @@ class ProxyTest : public ::testing::Test {
   // unless the test already added endpoints/keys before calling start().
   void add_default_endpoint(EndpointSpec spec = {});
   void add_default_key();
-  // Starts the proxy and waits until the worker was probed once.
+  // Starts the proxy (listening, /readyz 200).
   void start();
 
   // Host + Bearer token_ headers, plus extra ones.
