@@ -1,20 +1,15 @@
 // Self-tests of the test support (no proxy): the client against the fake
 // worker and the demo worker, the token maker against known values.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <string>
 
+#include "support/child_process.hpp"
+#include "support/demo_worker_process.hpp"
 #include "support/fake_worker.hpp"
 #include "support/http_client.hpp"
 #include "support/tokens.hpp"
-
-extern char** environ;
 
 namespace frontdoor::test {
 namespace {
@@ -187,33 +182,9 @@ TEST(SupportSelfTest, StopIsBoundedWithOpenConnections) {
 
 // Runs the demo worker on an ephemeral port and talks to it.
 TEST(SupportSelfTest, DemoWorker) {
-  int err_pipe[2];
-  ASSERT_EQ(::pipe2(err_pipe, O_CLOEXEC), 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-  std::string bin = DEMO_WORKER_BINARY, a1 = "--port", a2 = "0";
-  char* argv[] = {bin.data(), a1.data(), a2.data(), nullptr};
-  pid_t pid = -1;
-  ASSERT_EQ(::posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv, environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(err_pipe[1]);
-
-  std::string err;
-  const std::string marker = "demo_worker listening on 127.0.0.1:";
-  auto deadline = Clock::now() + 5s;
-  while (err.find('\n') == std::string::npos && Clock::now() < deadline) {
-    pollfd p{err_pipe[0], POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    char buf[256];
-    ssize_t n = ::read(err_pipe[0], buf, sizeof buf);
-    if (n <= 0) break;
-    err.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(err_pipe[0]);
-  auto pos = err.find(marker);
-  ASSERT_NE(pos, std::string::npos) << err;
-  auto port = static_cast<std::uint16_t>(std::stoi(err.substr(pos + marker.size())));
+  DemoWorkerProcess demo;
+  ASSERT_TRUE(demo.ok()) << demo.process().error() << demo.process().stderr_text();
+  const auto port = demo.port();
 
   auto ping = do_request(port, "GET", "/ping", {{"Host", "w"}});
   EXPECT_EQ(ping.status, 200);
@@ -228,11 +199,21 @@ TEST(SupportSelfTest, DemoWorker) {
   EXPECT_EQ(sse.status, 200);
   EXPECT_TRUE(sse.chunked);
   EXPECT_NE(sse.body.find("data: [DONE]\n\n"), std::string::npos) << sse.body;
+  auto sse2 =
+      do_request(port, "GET", "/generate", {{"Host", "w"}, {"Accept", "text/event-stream"}});
+  EXPECT_EQ(sse2.header("Content-Type"), "text/event-stream");
 
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  for (int i = 0; i < 500 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) ::usleep(10000);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_TRUE(demo.process().send_signal(SIGTERM));
+  EXPECT_EQ(demo.process().wait_exit(5s), 0);
+}
+
+TEST(SupportSelfTest, ChildProcessCapturesOutputAndExitStatus) {
+  ChildProcess p;
+  ASSERT_TRUE(p.spawn({"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}));
+  EXPECT_EQ(p.wait_exit(5s), 3);
+  EXPECT_TRUE(p.wait_for_stderr("err\n", 5s));
+  EXPECT_TRUE(
+      p.wait_output([](const std::string& o, const std::string&) { return o == "out\n"; }, 5s));
 }
 
 }  // namespace

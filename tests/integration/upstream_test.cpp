@@ -76,6 +76,33 @@ TEST_F(UpstreamTest, SlowFirstByteWithinLimitIsFine) {
   EXPECT_EQ(r.body, "late");
 }
 
+// The worker closes each connection after answering, without a
+// "Connection: close" (as when its keep-alive timeout races a reuse): the
+// pooled connection is found closed before anything is written to it, so
+// the request goes on a fresh connection (§4 step 7) -- even a POST.
+TEST_F(UpstreamTest, PooledConnectionClosedByWorkerIsNotUsed) {
+  add_default_endpoint();
+  add_default_key();
+  Behavior b = Behavior::fixed(200, "ok");
+  b.close_after_response = true;
+  worker_.set_default(b);
+  start();
+  for (int i = 0; i < 3; ++i) {
+    const int closed_before = worker_.connections_closed();
+    auto g = get("/ep1/get");
+    EXPECT_EQ(g.status, 200) << g.raw;
+    // Wait until the worker has closed that connection, so its FIN is there
+    // for the proxy to see before the next request.
+    ASSERT_TRUE(worker_.wait_for_connections_closed(closed_before + 1, kWait));
+    auto p = proxy_.request("POST", "/ep1/post", auth_headers(), "{}");
+    EXPECT_EQ(p.status, 200) << p.raw;
+    ASSERT_TRUE(worker_.wait_for_connections_closed(closed_before + 2, kWait));
+  }
+  std::size_t posts = 0;
+  for (const auto& req : worker_.requests()) posts += req.method == "POST";
+  EXPECT_EQ(posts, 3u);
+}
+
 TEST_F(UpstreamTest, WorkerErrorStatusesPassThrough) {
   add_default_endpoint();
   add_default_key();

@@ -522,7 +522,7 @@ void FakeWorker::serve(int fd, int conn_no) {
       else
         headers.emplace_back("Content-Length", std::to_string(body.size()));
     }
-    const bool close_after = b.connection_close || client_close;
+    const bool close_after = b.connection_close || b.close_after_response || client_close;
     if (b.connection_close) headers.emplace_back("Connection", "close");
     for (const auto& h : b.headers) headers.push_back(h);
 

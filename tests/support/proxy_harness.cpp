@@ -1,24 +1,14 @@
 #include "support/proxy_harness.hpp"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "support/tokens.hpp"
-
-extern char** environ;
 
 namespace frontdoor::test {
 
@@ -73,9 +63,7 @@ ProxyHarness::ProxyHarness() {
 }
 
 ProxyHarness::~ProxyHarness() {
-  stop_child();
-  if (reader_.joinable()) reader_.join();
-  if (pidfd_ >= 0) ::close(pidfd_);
+  child_.stop();
   if (!dir_.empty() && !std::getenv("FD_KEEP_TMP")) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
@@ -169,47 +157,19 @@ bool ProxyHarness::start(milliseconds timeout) {
     std::ofstream(config_path()) << config_yaml();
     std::ofstream(keys_path()) << keys_yaml();
   }
-  int out_pipe[2], err_pipe[2];
-  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    error_ = "pipe failed";
+  if (!child_.spawn({FRONTDOOR_BINARY, "--config", config_path()}, dir_)) {
+    error_ = child_.error();
     return false;
   }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-  std::string bin = FRONTDOOR_BINARY;
-  std::string cfg = config_path();
-  std::string flag = "--config";
-  char* argv[] = {bin.data(), flag.data(), cfg.data(), nullptr};
-  pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(out_pipe[1]);
-  ::close(err_pipe[1]);
-  if (rc != 0) {
-    ::close(out_pipe[0]);
-    ::close(err_pipe[0]);
-    error_ = "posix_spawn " + bin + ": " + std::strerror(rc);
-    return false;
-  }
-  pid_ = pid;
-  pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  reader_ = std::thread([this, o = out_pipe[0], e = err_pipe[0]] { reader_loop(o, e); });
 
   // 1. The listening lines: one per proxy listener, one for admin.
   std::string why;
-  {
-    std::unique_lock lk(mu_);
-    cv_.wait_until(lk, deadline, [&] {
-      lk.unlock();
-      bool done = parse_listening(nullptr);
-      lk.lock();
-      return done || streams_closed_;
-    });
-  }
-  if (!parse_listening(&why)) {
+  child_.wait_output(
+      [&](const std::string&, const std::string& err) {
+        return err.find("\"listening\"") != std::string::npos && parse_listening(err, nullptr);
+      },
+      std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+  if (!parse_listening(stderr_text(), &why)) {
     error_ = "no listening lines (" + why + "); stderr:\n" + stderr_text();
     return false;
   }
@@ -219,7 +179,7 @@ bool ProxyHarness::start(milliseconds timeout) {
     auto r =
         do_request(admin_port_, "GET", "/readyz", {{"Host", "127.0.0.1"}}, {}, milliseconds(1000));
     if (r.status == 200) return true;
-    if (Clock::now() >= deadline || !running() || wait_exit(milliseconds(0))) {
+    if (Clock::now() >= deadline || !running()) {
       error_ = "/readyz never answered 200 (last status " + std::to_string(r.status) +
                "); stderr:\n" + stderr_text();
       return false;
@@ -228,10 +188,9 @@ bool ProxyHarness::start(milliseconds timeout) {
   }
 }
 
-bool ProxyHarness::parse_listening(std::string* why) {
+bool ProxyHarness::parse_listening(const std::string& text, std::string* why) {
   std::vector<std::uint16_t> proxies;
   std::uint16_t admin = 0;
-  std::string text = stderr_text();
   for (auto line : lines_of(text)) {
     auto o = parse_object(line);
     if (!o || str_field(*o, "msg") != "listening") continue;
@@ -255,45 +214,6 @@ bool ProxyHarness::parse_listening(std::string* why) {
   return true;
 }
 
-void ProxyHarness::reader_loop(int out_fd, int err_fd) {
-  std::ofstream out_file(dir_ + "/stdout.log"), err_file(dir_ + "/stderr.log");
-  pollfd p[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
-  int open_count = 2;
-  char buf[65536];
-  while (open_count > 0) {
-    int rc = ::poll(p, 2, -1);
-    if (rc < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    for (int i = 0; i < 2; ++i) {
-      if (p[i].fd < 0 || !p[i].revents) continue;
-      ssize_t n = ::read(p[i].fd, buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        ::close(p[i].fd);
-        p[i].fd = -1;  // poll ignores negative fds
-        --open_count;
-        continue;
-      }
-      std::string_view chunk(buf, static_cast<std::size_t>(n));
-      (i == 0 ? out_file : err_file)
-          .write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-      (i == 0 ? out_file : err_file).flush();
-      {
-        std::lock_guard lk(mu_);
-        (i == 0 ? out_ : err_).append(chunk);
-      }
-      cv_.notify_all();
-    }
-  }
-  {
-    std::lock_guard lk(mu_);
-    streams_closed_ = true;
-  }
-  cv_.notify_all();
-}
-
 std::uint16_t ProxyHarness::proxy_port(std::size_t index) const {
   return index < proxy_ports_.size() ? proxy_ports_[index] : 0;
 }
@@ -304,15 +224,9 @@ HttpResponse ProxyHarness::request(std::string_view method, std::string_view tar
   return do_request(proxy_port(), method, target, headers, body, timeout);
 }
 
-std::string ProxyHarness::stdout_text() const {
-  std::lock_guard lk(mu_);
-  return out_;
-}
+std::string ProxyHarness::stdout_text() const { return child_.stdout_text(); }
 
-std::string ProxyHarness::stderr_text() const {
-  std::lock_guard lk(mu_);
-  return err_;
-}
+std::string ProxyHarness::stderr_text() const { return child_.stderr_text(); }
 
 std::vector<json::object> ProxyHarness::access_log() const {
   std::vector<json::object> out;
@@ -323,52 +237,18 @@ std::vector<json::object> ProxyHarness::access_log() const {
 }
 
 bool ProxyHarness::wait_for_access_log(std::size_t n, milliseconds timeout) const {
-  std::unique_lock lk(mu_);
-  return cv_.wait_for(lk, timeout, [&] {
-    std::size_t count = 0;
-    for (auto line : lines_of(out_))
-      if (!line.empty() && line.front() == '{') ++count;
-    return count >= n;
-  });
+  return child_.wait_output(
+      [&](const std::string& out, const std::string&) {
+        std::size_t count = 0;
+        for (auto line : lines_of(out))
+          if (!line.empty() && line.front() == '{') ++count;
+        return count >= n;
+      },
+      timeout);
 }
 
 bool ProxyHarness::wait_for_stderr(std::string_view needle, milliseconds timeout) const {
-  std::unique_lock lk(mu_);
-  return cv_.wait_for(lk, timeout, [&] { return err_.find(needle) != std::string::npos; });
-}
-
-bool ProxyHarness::send_signal(int sig) const {
-  return pid_ > 0 && !exit_status_ && ::kill(pid_, sig) == 0;
-}
-
-std::optional<int> ProxyHarness::wait_exit(milliseconds timeout) {
-  if (exit_status_) return exit_status_;
-  if (pid_ <= 0) return std::nullopt;
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    int status = 0;
-    pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      return exit_status_;
-    }
-    if (r < 0 && errno != EINTR) return std::nullopt;
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return std::nullopt;
-    if (pidfd_ >= 0) {
-      pollfd p{pidfd_, POLLIN, 0};  // readable when the child exits
-      ::poll(&p, 1, static_cast<int>(left));
-    } else {
-      std::this_thread::sleep_for(milliseconds(std::min<long long>(left, 10)));
-    }
-  }
-}
-
-void ProxyHarness::stop_child() {
-  if (pid_ <= 0 || exit_status_) return;
-  if (send_signal(SIGTERM) && wait_exit(milliseconds(5000))) return;
-  ::kill(pid_, SIGKILL);
-  wait_exit(milliseconds(5000));
+  return child_.wait_for_stderr(needle, timeout);
 }
 
 }  // namespace frontdoor::test

@@ -14,18 +14,14 @@
 //
 // Every wait is bounded. The destructor stops the child (SIGTERM, then
 // SIGKILL after 5 s) and removes the directory (kept when FD_KEEP_TMP is set).
-#include <sys/types.h>
-
 #include <boost/json/object.hpp>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
+#include "support/child_process.hpp"
 #include "support/http_client.hpp"
 
 namespace frontdoor::test {
@@ -95,7 +91,6 @@ class ProxyHarness {
   // --- while running
   std::uint16_t proxy_port(std::size_t index = 0) const;
   std::uint16_t admin_port() const noexcept { return admin_port_; }
-  pid_t pid() const noexcept { return pid_; }
 
   // One request on a fresh connection to the proxy listener (1xx skipped).
   HttpResponse request(std::string_view method, std::string_view target, const Headers& headers,
@@ -109,10 +104,13 @@ class ProxyHarness {
   bool wait_for_access_log(std::size_t lines, std::chrono::milliseconds timeout) const;
   bool wait_for_stderr(std::string_view needle, std::chrono::milliseconds timeout) const;
 
-  bool send_signal(int sig) const;
+  bool send_signal(int sig) const { return child_.send_signal(sig); }
   // Exit status (0..255), or 128 + signal number; nullopt on timeout.
-  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
-  bool running() const noexcept { return pid_ > 0 && !exit_status_; }
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    return child_.wait_exit(timeout);
+  }
+  bool running() { return child_.running(); }
+  pid_t pid() const noexcept { return child_.pid(); }
 
   const std::string& dir() const noexcept { return dir_; }
   std::string config_path() const { return dir_ + "/frontdoor.yaml"; }
@@ -121,9 +119,7 @@ class ProxyHarness {
   std::string keys_yaml() const;
 
  private:
-  void reader_loop(int out_fd, int err_fd);
-  bool parse_listening(std::string* why);
-  void stop_child();
+  bool parse_listening(const std::string& stderr_text, std::string* why);
 
   HarnessConfig config_;
   std::vector<KeySpec> keys_;
@@ -131,18 +127,9 @@ class ProxyHarness {
   std::string dir_;
   std::string error_;
 
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
-  std::optional<int> exit_status_;
+  ChildProcess child_;
   std::vector<std::uint16_t> proxy_ports_;
   std::uint16_t admin_port_ = 0;
-
-  mutable std::mutex mu_;
-  mutable std::condition_variable cv_;
-  std::string out_;
-  std::string err_;
-  bool streams_closed_ = false;
-  std::thread reader_;
 };
 
 }  // namespace frontdoor::test
