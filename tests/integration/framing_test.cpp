@@ -123,6 +123,12 @@ TEST_F(FramingTest, TwoHosts) {
   expect_nothing_forwarded();
 }
 
+TEST_F(FramingTest, BadHostValue) {
+  expect_400_and_close("GET /ep1/a HTTP/1.1\r\nHost: bad host\r\n" + auth() + "\r\n");
+  expect_400_and_close("GET /ep1/a HTTP/1.1\r\nHost: a/b@c\r\n" + auth() + "\r\n");
+  expect_nothing_forwarded();
+}
+
 TEST_F(FramingTest, Connect) {
   expect_400_and_close("CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n" + auth() +
                        "\r\n");

@@ -87,6 +87,21 @@ TEST_F(LimitsTest, HeadNotInTimeIs408) {
   expect_worker_saw_nothing_but_barrier();
 }
 
+TEST_F(LimitsTest, SecondHeadNotInTimeIs408) {
+  // On a kept-alive connection the next head has header_timeout from its
+  // first byte.
+  TcpClient c(proxy_.proxy_port());
+  ASSERT_TRUE(c.send(build_request("GET", "/ep1/x", auth_headers())));
+  auto first = c.read_response();
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 200);
+  ASSERT_TRUE(c.send("GET /ep1/y HTTP/1.1\r\nHost: client.test\r\n"));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(IsFrontdoorError(*r, 408, "request_timeout"));
+  EXPECT_TRUE(c.wait_closed(3s));
+}
+
 TEST_F(LimitsTest, SilentNewConnectionIsClosed) {
   TcpClient c(proxy_.proxy_port());
   auto t0 = Clock::now();

@@ -55,8 +55,8 @@ struct Behavior {
   int sse_events = 0;
   std::chrono::milliseconds sse_interval{0};
   std::size_t large_size = 0;
-  bool chunked = false;           // large_body / fixed: send chunked
-  bool connection_close = false;  // answer with "Connection: close" and close
+  bool chunked = false;               // large_body / fixed: send chunked
+  bool connection_close = false;      // answer with "Connection: close" and close
   bool close_after_response = false;  // close after answering, without saying so
 
   static Behavior fixed(int status, std::string body = {}, Headers headers = {});

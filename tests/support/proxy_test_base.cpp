@@ -1,6 +1,7 @@
 #include "support/proxy_test_base.hpp"
 
 #include <boost/json.hpp>
+#include <iostream>
 
 namespace frontdoor::test {
 
@@ -64,6 +65,13 @@ void ProxyTest::start() {
   ASSERT_TRUE(proxy_.start()) << proxy_.error();
   // Not waiting for a health probe here: a worker that is not ready yet makes
   // requests queue (SPEC §4 step 7), and probing is tested on its own.
+}
+
+void ProxyTest::TearDown() {
+  if (!HasFailure()) return;
+  std::string err = proxy_.stderr_text();
+  if (err.size() > 4000) err = "..." + err.substr(err.size() - 4000);
+  std::cerr << "--- frontdoor stderr (" << proxy_.dir() << "):\n" << err << "\n";
 }
 
 Headers ProxyTest::auth_headers(Headers extra, std::string host) const {

@@ -30,6 +30,8 @@ class ProxyTest : public ::testing::Test {
   // unless the test already added endpoints/keys before calling start().
   void add_default_endpoint(EndpointSpec spec = {});
   void add_default_key();
+  // On failure, shows the tail of the proxy's stderr (its own log).
+  void TearDown() override;
   // Starts the proxy (listening, /readyz 200).
   void start();
 
