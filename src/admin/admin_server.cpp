@@ -6,7 +6,14 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <boost/json.hpp>
+
+#include "frontdoor/auth/bearer.hpp"
+#include "frontdoor/auth/decision.hpp"
+#include "frontdoor/auth/token.hpp"
 #include "frontdoor/core/log.hpp"
+#include "frontdoor/core/reason.hpp"
+#include "frontdoor/core/time.hpp"
 
 namespace frontdoor::admin {
 
@@ -32,17 +39,83 @@ Response json_response(const Request& req, bhttp::status status, std::string bod
   return res;
 }
 
-// The admin routes. Later issues add the key and endpoint API here.
-Response handle(const Request& req, AdminState& state) {
+// A local error in the same shape as the proxy's (SPEC §4 error responses).
+Response error_response(const Request& req, core::Reason reason) {
+  const auto& i = core::info(reason);
+  boost::json::object err{{"code", i.code}, {"message", i.message}};
+  auto res = json_response(req, static_cast<bhttp::status>(i.status),
+                           boost::json::serialize(boost::json::object{{"error", std::move(err)}}));
+  res.set("X-Frontdoor-Error", i.code);
+  if (!i.www_authenticate.empty()) res.set(bhttp::field::www_authenticate, i.www_authenticate);
+  return res;
+}
+
+// Admin access (SPEC §5): the same Bearer keys, by management level;
+// `read` may GET, `read_write` may change.
+core::Reason authorize_admin(const Request& req, const auth::KeySet* keys) {
+  std::array<std::string_view, 4> values;
+  std::size_t count = 0;
+  for (const auto& f : req) {
+    if (f.name() != bhttp::field::authorization) continue;
+    if (count < values.size()) values[count] = std::string_view(f.value().data(), f.value().size());
+    ++count;
+  }
+  auto bearer = auth::parse_bearer(std::span(values.data(), std::min(count, values.size())));
+  if (bearer.reason != core::Reason::none) return bearer.reason;
+  if (count > values.size()) return core::Reason::invalid_api_key;
+  const auth::Key* key = keys ? keys->find_by_hash(auth::sha256(bearer.token)) : nullptr;
+  if (!key) return core::Reason::invalid_api_key;
+  if (!key->enabled) return core::Reason::api_key_disabled;
+  if (key->expired_at(core::now_unix())) return core::Reason::api_key_expired;
+  bool read_only = auth::is_read_method(std::string_view(req.method_string().data(), req.method_string().size()));
+  if (key->management == auth::Access::none) return core::Reason::insufficient_scope;
+  if (!read_only && key->management != auth::Access::read_write) return core::Reason::insufficient_scope;
+  return core::Reason::none;
+}
+
+boost::json::value endpoints_json(const lb::Runtime& rt) {
+  boost::json::array endpoints;
+  for (const auto& e : rt.endpoints) {
+    const auto& c = e->config();
+    boost::json::array workers;
+    std::uint64_t in_flight = 0;
+    for (const auto& w : e->workers()) {
+      auto n = w->in_flight.load(std::memory_order_relaxed);
+      in_flight += n;
+      workers.push_back(boost::json::object{{"url", w->config.url},
+                                            {"address", w->address_text},
+                                            {"state", lb::to_string(w->health.load())},
+                                            {"in_flight", n}});
+    }
+    const char* balance = c.balance == config::Balance::round_robin         ? "round_robin"
+                          : c.balance == config::Balance::least_outstanding ? "least_outstanding"
+                                                                            : "power_of_two";
+    endpoints.push_back(boost::json::object{{"id", c.id},
+                                            {"balance", balance},
+                                            {"max_concurrency", c.max_concurrency},
+                                            {"in_flight", in_flight},
+                                            {"queue_length", e->queue_length()},
+                                            {"queue_max", c.queue.max},
+                                            {"workers", std::move(workers)}});
+  }
+  return boost::json::object{{"endpoints", std::move(endpoints)}};
+}
+
+// The admin routes. Later issues add the key API here.
+Response handle(const Request& req, AdminState& state, proxy::Shared& shared) {
   auto target = std::string_view(req.target().data(), req.target().size());
   auto path = target.substr(0, target.find('?'));
   bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+  auto not_allowed = [&] {
+    return json_response(req, bhttp::status::method_not_allowed,
+                         R"({"error":{"code":"method_not_allowed","message":"method not allowed here"}})");
+  };
   if (path == "/healthz") {
-    if (!get) return json_response(req, bhttp::status::method_not_allowed, R"({"error":{"code":"method_not_allowed"}})");
+    if (!get) return not_allowed();
     return json_response(req, bhttp::status::ok, R"({"status":"ok"})");
   }
   if (path == "/readyz") {
-    if (!get) return json_response(req, bhttp::status::method_not_allowed, R"({"error":{"code":"method_not_allowed"}})");
+    if (!get) return not_allowed();
     switch (state.readiness.load()) {
       case Readiness::serving:
         return json_response(req, bhttp::status::ok, R"({"status":"ready"})");
@@ -52,13 +125,24 @@ Response handle(const Request& req, AdminState& state) {
         return json_response(req, bhttp::status::service_unavailable, R"({"status":"draining"})");
     }
   }
+  if (path.starts_with("/v1/")) {
+    auto keys = shared.keys.load();
+    if (auto reason = authorize_admin(req, keys.get()); reason != core::Reason::none)
+      return error_response(req, reason);
+    if (path == "/v1/endpoints") {
+      if (!get) return not_allowed();
+      auto rt = shared.runtime.load();
+      return json_response(req, bhttp::status::ok, boost::json::serialize(endpoints_json(*rt)));
+    }
+  }
   return json_response(req, bhttp::status::not_found,
                        R"({"error":{"code":"not_found","message":"no such admin path"}})");
 }
 
 class AdminSession : public std::enable_shared_from_this<AdminSession> {
  public:
-  AdminSession(tcp::socket s, AdminState& state) : stream_(std::move(s)), state_(state) {}
+  AdminSession(tcp::socket s, AdminState& state, proxy::Shared& shared)
+      : stream_(std::move(s)), state_(state), shared_(shared) {}
   void start() { do_read(); }
 
  private:
@@ -86,7 +170,7 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
       return;
     }
     auto req = parser_->release();
-    res_ = handle(req, state_);
+    res_ = handle(req, state_, shared_);
     if (req.method() == bhttp::verb::head) res_.body().clear();
     write_response(!res_.keep_alive());
   }
@@ -111,27 +195,30 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   Response res_;
   AdminState& state_;
+  proxy::Shared& shared_;
 };
 
 }  // namespace
 
 struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
-  Impl(asio::io_context& io, AdminState& s) : acceptor(io), state(s) {}
+  Impl(asio::io_context& io, AdminState& s, proxy::Shared& sh) : acceptor(io), state(s), shared(sh) {}
   tcp::acceptor acceptor;
   AdminState& state;
+  proxy::Shared& shared;
   bool stopped = false;
 
   void accept() {
     acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket s) {
       if (self->stopped) return;
-      if (!ec) std::make_shared<AdminSession>(std::move(s), self->state)->start();
+      if (!ec) std::make_shared<AdminSession>(std::move(s), self->state, self->shared)->start();
       self->accept();
     });
   }
 };
 
-AdminServer::AdminServer(asio::io_context& io, const config::Admin& cfg, AdminState& state)
-    : impl_(std::make_shared<Impl>(io, state)) {
+AdminServer::AdminServer(asio::io_context& io, const config::Admin& cfg, AdminState& state,
+                         proxy::Shared& shared)
+    : impl_(std::make_shared<Impl>(io, state, shared)) {
   auto& a = impl_->acceptor;
   a.open(cfg.address.endpoint.protocol());
   a.set_option(tcp::acceptor::reuse_address(true));

@@ -44,6 +44,8 @@ constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 constexpr std::string_view kCrlfLastChunk = "\r\n0\r\n\r\n";
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+// 503 no_worker_ready: a worker may free up or turn ready at any moment.
+constexpr std::string_view kRetryAfter = "Retry-After: 1\r\n";
 
 std::string_view sv(beast::string_view s) noexcept { return {s.data(), s.size()}; }
 
@@ -161,6 +163,10 @@ void Session::on_client_read(error_code ec, std::size_t n) {
 void Session::close() {
   if (phase_ == Phase::closed) return;
   if (exchange_active_) abort_exchange();
+  if (waiter_) {
+    endpoint_->cancel(*waiter_);  // if granted meanwhile, on_granted() passes the slot on
+    waiter_.reset();
+  }
   phase_ = Phase::closed;
   ctx_.remove(this);
   error_code ignored;
@@ -179,6 +185,12 @@ void Session::on_sweep(Clock::time_point now) {
     case Phase::first_head:
     case Phase::head:
       reply(Reason::request_timeout, true);
+      return;
+    case Phase::queued:
+      if (endpoint_->cancel(*waiter_)) {
+        waiter_.reset();
+        reply(Reason::no_worker_ready, false, kRetryAfter);
+      }  // else granted meanwhile: on_granted() is on its way
       return;
     case Phase::connecting:
       // Cancels the connect; on_connected sees the error and applies the
@@ -347,14 +359,53 @@ void Session::begin_proxy() {
 
 void Session::start_exchange() {
   ++attempts_;
+  if (auto* w = endpoint_->try_acquire(failed_worker_, ctx_.random())) {
+    assign_worker(w);
+    return;
+  }
+  // No ready worker with a free slot: wait in the endpoint's queue.
+  waiter_ = std::make_shared<lb::Waiter>();
+  waiter_->io = &ctx_.io();
+  waiter_->avoid = failed_worker_;
+  waiter_->on_grant = [self = shared_from_this()](lb::WorkerState* w) { self->on_granted(w); };
+  auto admitted = endpoint_->admit(waiter_, ctx_.random());
+  switch (admitted.admission) {
+    case lb::EndpointState::Admission::granted:
+      waiter_.reset();
+      assign_worker(admitted.worker);
+      return;
+    case lb::EndpointState::Admission::queue_full:
+      waiter_.reset();
+      reply(Reason::no_worker_ready, false, kRetryAfter);
+      return;
+    case lb::EndpointState::Admission::queued:
+      phase_ = Phase::queued;
+      set_deadline(endpoint_->config().queue.timeout);
+      // A client that goes away leaves the queue at once (SPEC §4 step 7).
+      if (in_.size() == 0 && req_framing_ == Framing::none) read_client();
+      return;
+  }
+}
+
+// Runs on this session's thread, posted by whichever thread freed the slot;
+// the slot is already counted on `w`.
+void Session::on_granted(lb::WorkerState* w) {
+  waiter_.reset();  // breaks the session ↔ waiter cycle
+  if (phase_ != Phase::queued) {
+    endpoint_->release(*w);  // gave up meanwhile (closed): pass the slot on
+    return;
+  }
+  assign_worker(w);
+}
+
+void Session::assign_worker(lb::WorkerState* w) {
+  worker_ = w;
   ++exchange_id_;
   exchange_active_ = true;
   req_sent_ = req_final_chunk_sent_ = false;
   res_started_ = res_done_ = res_head_done_ = res_eof_ = response_waiting_ = req_aborted_ = false;
   up_write_pending_ = up_read_pending_ = false;
   res_.reset();
-  worker_ = &endpoint_->pick(failed_worker_);
-  worker_->in_flight.fetch_add(1, std::memory_order_relaxed);
   const auto& ep = endpoint_->config();
 
   while ((up_ = ctx_.take(worker_, ep.pool.idle_timeout))) {
@@ -392,6 +443,15 @@ void Session::connect_worker() {
 
 void Session::on_connected(error_code ec) {
   if (ec) {
+    // Passive health: a failed fresh connect counts as a failed probe.
+    auto before = worker_->health.load(std::memory_order_relaxed);
+    auto after = endpoint_->record(*worker_, lb::ProbeResult::failed);
+    if (after != before)
+      core::log::warn("worker state", {{"endpoint", endpoint_->config().id},
+                                       {"worker", worker_->address_text},
+                                       {"from", lb::to_string(before)},
+                                       {"to", lb::to_string(after)},
+                                       {"probe", "connect failed"}});
     exchange_failed(Reason::worker_unavailable, true, true);
     return;
   }
@@ -813,7 +873,7 @@ void Session::abort_exchange() {
 void Session::release_upstream(bool reusable) {
   ++exchange_id_;  // late completions of this exchange are ignored
   exchange_active_ = false;
-  if (worker_) worker_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  if (worker_) endpoint_->release(*worker_);
   if (up_) {
     if (reusable) {
       ++up_->exchanges;

@@ -44,6 +44,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     idle,         // kept alive between requests: idle_timeout → close
     head,         // head started: header_timeout → 408
     continue_100, // writing "100 Continue"
+    queued,       // waiting for a worker slot: queue.timeout → 503
     connecting,   // connect to a worker: timeouts.connect → retry or 502
     exchange,     // request sent and/or response relayed
     reply,        // writing a local reply
@@ -72,6 +73,8 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
 
   // upstream exchange
   void start_exchange();
+  void on_granted(lb::WorkerState* worker);
+  void assign_worker(lb::WorkerState* worker);
   void connect_worker();
   void on_connected(error_code ec);
   void send_request_head();
@@ -128,7 +131,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   std::uint64_t bytes_in_ = 0;   // request body bytes relayed
   std::uint64_t bytes_out_ = 0;  // response bytes written to the client
   unsigned attempts_ = 0;
-  bool counted_in_flight_ = false;
+  std::shared_ptr<lb::Waiter> waiter_;  // while queued for a worker
 
   // Upstream exchange.
   std::unique_ptr<UpstreamConn> up_;

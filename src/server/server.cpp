@@ -13,6 +13,7 @@
 #include "frontdoor/admin/admin_server.hpp"
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
+#include "frontdoor/server/health_checker.hpp"
 
 namespace frontdoor::server {
 
@@ -116,7 +117,7 @@ int run_server(std::shared_ptr<const config::Config> config, std::shared_ptr<con
 
   asio::io_context admin_io{1};
   admin::AdminState admin_state;
-  admin::AdminServer admin_server(admin_io, config->admin, admin_state);
+  admin::AdminServer admin_server(admin_io, config->admin, admin_state, shared);
   core::log::info("listening", {{"listener", "admin"}, {"address", endpoint_text(admin_server.local_endpoint())}});
   admin_server.start();
 
@@ -199,9 +200,17 @@ int run_server(std::shared_ptr<const config::Config> config, std::shared_ptr<con
   };
   wait_signal();
 
-  admin_state.readiness = admin::Readiness::serving;
-  core::log::info("ready", {{"threads", std::to_string(nthreads), true}});
+  // Ready once every worker has had its first probe (answered or timed
+  // out): traffic before that would only wait in the queue.
+  HealthChecker health(admin_io, shared.runtime.load());
+  health.start([&] {
+    if (admin_state.readiness == admin::Readiness::starting) {
+      admin_state.readiness = admin::Readiness::serving;
+      core::log::info("ready", {{"threads", std::to_string(nthreads), true}});
+    }
+  });
   admin_io.run();
+  health.stop();
 
   for (auto& w : workers) w.join();
   for (auto& t : threads) t->flush_access_log();

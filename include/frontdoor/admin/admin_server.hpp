@@ -11,6 +11,7 @@
 #include <string>
 
 #include "frontdoor/config/config.hpp"
+#include "frontdoor/proxy/thread_context.hpp"
 
 namespace frontdoor::admin {
 
@@ -23,7 +24,9 @@ struct AdminState {
 class AdminServer {
  public:
   // Binds at once (throws boost::system::system_error when it cannot).
-  AdminServer(boost::asio::io_context& io, const config::Admin& cfg, AdminState& state);
+  // `shared` gives the key set (admin requests authenticate with the same
+  // Bearer keys, by their management level) and the live worker state.
+  AdminServer(boost::asio::io_context& io, const config::Admin& cfg, AdminState& state, proxy::Shared& shared);
   ~AdminServer();
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   void start();

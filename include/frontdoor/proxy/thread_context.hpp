@@ -105,6 +105,8 @@ class ThreadContext {
 
   // 32 hex characters, from a per-thread generator seeded by the CSPRNG.
   void make_request_id(char out[32]) noexcept;
+  // For balancing decisions (not secrets).
+  std::uint64_t random() noexcept { return rng_(); }
 
  private:
   void sweep();
