@@ -2,9 +2,13 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <algorithm>
+#include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <time.h>
 
@@ -30,35 +34,52 @@ bool enabled(Level level) noexcept {
 }
 
 namespace {
-bool needs_escape(unsigned char u) noexcept { return u < 0x20 || u == '"' || u == '\\' || u == 0x7f; }
+// 0: copied as is; otherwise the character to write after a backslash ('u'
+// for \u00XX). A table keeps the common case to one load per character.
+constexpr auto kJsonEscape = [] {
+  std::array<char, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = 'u';
+  t['"'] = '"';
+  t['\\'] = '\\';
+  t['\n'] = 'n';
+  t['\r'] = 'r';
+  t['\t'] = 't';
+  t[0x7f] = 'u';
+  return t;
+}();
 }  // namespace
 
-void append_json_string(std::string& out, std::string_view s) {
+char* write_json_string(char* p, std::string_view s) noexcept {
   static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  std::size_t run = 0;  // start of the current run of plain characters
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    auto u = static_cast<unsigned char>(s[i]);
-    if (!needs_escape(u)) continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    switch (u) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
-      default:
-        out.append("\\u00");
-        out.push_back(kHex[u >> 4]);
-        out.push_back(kHex[u & 15]);
+  *p++ = '"';
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    char e = kJsonEscape[u];
+    if (e == 0) {
+      *p++ = c;
+      continue;
+    }
+    *p++ = '\\';
+    *p++ = e;
+    if (e == 'u') {
+      *p++ = '0';
+      *p++ = '0';
+      *p++ = kHex[u >> 4];
+      *p++ = kHex[u & 15];
     }
   }
-  out.append(s.data() + run, s.size() - run);
-  out.push_back('"');
+  *p++ = '"';
+  return p;
 }
 
-void append_timestamp(std::string& out) {
+void append_json_string(std::string& out, std::string_view s) {
+  auto old = out.size();
+  out.resize(old + 2 + 6 * s.size());
+  char* end = write_json_string(out.data() + old, s);
+  out.resize(static_cast<std::size_t>(end - out.data()));
+}
+
+char* write_timestamp(char* p) noexcept {
   // Formatting the date costs more than the rest of an access-log line:
   // each thread formats it once per second and appends milliseconds.
   thread_local std::time_t cached_second = -1;
@@ -72,12 +93,36 @@ void append_timestamp(std::string& out) {
                   tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     cached_second = ts.tv_sec;
   }
-  out.append(cached, 20);
+  std::memcpy(p, cached, 20);
+  p += 20;
   auto ms = static_cast<int>(ts.tv_nsec / 1000000);
-  out.push_back(static_cast<char>('0' + ms / 100));
-  out.push_back(static_cast<char>('0' + ms / 10 % 10));
-  out.push_back(static_cast<char>('0' + ms % 10));
-  out.push_back('Z');
+  *p++ = static_cast<char>('0' + ms / 100);
+  *p++ = static_cast<char>('0' + ms / 10 % 10);
+  *p++ = static_cast<char>('0' + ms % 10);
+  *p++ = 'Z';
+  return p;
+}
+
+void append_timestamp(std::string& out) {
+  char buf[32];
+  char* end = write_timestamp(buf);
+  out.append(buf, static_cast<std::size_t>(end - buf));
+}
+
+char* write_uint(char* p, std::uint64_t v) noexcept {
+  return std::to_chars(p, p + 20, v).ptr;
+}
+
+char* LineBuffer::reserve(std::size_t n) {
+  if (size_ + n > capacity_) {
+    std::size_t cap = std::max<std::size_t>(capacity_ * 2, size_ + n);
+    cap = std::max<std::size_t>(cap, 64 * 1024);
+    auto bigger = std::make_unique<char[]>(cap);
+    if (size_) std::memcpy(bigger.get(), data_.get(), size_);
+    data_ = std::move(bigger);
+    capacity_ = cap;
+  }
+  return data_.get() + size_;
 }
 
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields) {

@@ -3,6 +3,7 @@
 #include <boost/beast/http/status.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -71,11 +72,15 @@ bool valid_host(std::string_view h) noexcept {
     port = h.substr(colon + 1);
     if (name.empty()) return false;
   }
-  for (char c : name) {
-    auto u = static_cast<unsigned char>(c);
-    if (!(std::isalnum(u) || std::string_view("-._~%!$&'()*+,;=").find(c) != std::string_view::npos))
-      return false;
-  }
+  static constexpr auto kRegName = [] {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) t[c] = t[c - 32] = true;
+    for (char c : std::string_view("-._~%!$&'()*+,;=")) t[static_cast<unsigned char>(c)] = true;
+    return t;
+  }();
+  for (char c : name)
+    if (!kRegName[static_cast<unsigned char>(c)]) return false;
   if (port.size() > 5) return false;
   return std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -330,34 +335,64 @@ void build_downstream_response(const ResponseHead& head, const DownstreamRespons
   out.append("\r\n");
 }
 
+namespace {
+
+// The parts of a local reply that depend only on its reason, built once:
+// a reject costs a few appends instead of formatting the whole message.
+struct ReplyTemplate {
+  std::string head;         // status line and fixed headers
+  std::string body_prefix;  // {"error":{"code":...,"message":...,"request_id":"
+};
+
+const ReplyTemplate& reply_template(Reason reason) {
+  static const auto templates = [] {
+    std::array<ReplyTemplate, 32> t;
+    for (std::size_t r = 1; r <= static_cast<std::size_t>(Reason::upgrade_not_supported); ++r) {
+      const auto& i = core::info(static_cast<Reason>(r));
+      auto& out = t[r];
+      out.head.append("HTTP/1.1 ");
+      append_uint(out.head, i.status);
+      out.head.push_back(' ');
+      auto text = bhttp::obsolete_reason(static_cast<bhttp::status>(i.status));
+      out.head.append(text.data(), text.size()).append("\r\n");
+      out.head.append("Content-Type: application/json\r\n");
+      append_header(out.head, "X-Frontdoor-Error", i.code);
+      if (!i.www_authenticate.empty()) append_header(out.head, "WWW-Authenticate", i.www_authenticate);
+      out.body_prefix.append(R"({"error":{"code":")").append(i.code).append(R"(","message":")");
+      out.body_prefix.append(i.message).append(R"(","request_id":")");
+    }
+    return t;
+  }();
+  return templates[static_cast<std::size_t>(reason) < templates.size() ? static_cast<std::size_t>(reason) : 0];
+}
+
+}  // namespace
+
 void build_local_reply(Reason reason, std::string_view request_id, bool keep_alive, std::string& out,
                        std::string_view extra_headers) {
-  const auto& i = core::info(reason);
-  std::string body;
-  body.reserve(96 + request_id.size());
-  body.append(R"({"error":{"code":")").append(i.code).append(R"(","message":")").append(i.message);
-  body.append(R"(","request_id":")");
-  for (char c : request_id) {  // visible ASCII only (valid_request_id); escape JSON specials
-    if (c == '"' || c == '\\') body.push_back('\\');
-    body.push_back(c);
-  }
-  body.append("\"}}");
+  using namespace std::string_view_literals;
+  const auto& t = reply_template(reason);
+  // request_id is visible ASCII (valid_request_id); escape what JSON needs.
+  std::size_t escapes = 0;
+  for (char c : request_id) escapes += (c == '"' || c == '\\') ? 1 : 0;
+  const std::size_t body_size = t.body_prefix.size() + request_id.size() + escapes + 3;
 
-  out.append("HTTP/1.1 ");
-  append_uint(out, i.status);
-  out.push_back(' ');
-  auto text = bhttp::obsolete_reason(static_cast<bhttp::status>(i.status));
-  out.append(text.data(), text.size()).append("\r\n");
-  out.append("Content-Type: application/json\r\n");
-  out.append("Content-Length: ");
-  append_uint(out, body.size());
-  out.append("\r\n");
-  append_header(out, "X-Frontdoor-Error", i.code);
-  if (!i.www_authenticate.empty()) append_header(out, "WWW-Authenticate", i.www_authenticate);
-  append_header(out, "X-Request-Id", request_id);
+  out.append(t.head);
+  out.append("Content-Length: "sv);
+  append_uint(out, body_size);
+  out.append("\r\nX-Request-Id: "sv).append(request_id).append("\r\n"sv);
   out.append(extra_headers);
-  if (!keep_alive) out.append("Connection: close\r\n");
-  out.append("\r\n").append(body);
+  if (!keep_alive) out.append("Connection: close\r\n"sv);
+  out.append("\r\n"sv).append(t.body_prefix);
+  if (escapes == 0) {
+    out.append(request_id);
+  } else {
+    for (char c : request_id) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+  }
+  out.append("\"}}"sv);
 }
 
 }  // namespace frontdoor::http

@@ -14,6 +14,7 @@
 
 #include <sys/socket.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 
@@ -67,12 +68,6 @@ void append_hex(std::string& out, std::size_t v) {
   out.append(buf, end);
 }
 
-void append_uint(std::string& out, std::uint64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec;
-  out.append(buf, end);
-}
 
 bool retryable_method(bhttp::verb v) noexcept {
   return v == bhttp::verb::get || v == bhttp::verb::head || v == bhttp::verb::options;
@@ -123,6 +118,20 @@ void Session::read_client() {
                           [self = shared_from_this()](error_code ec, std::size_t n) {
                             self->on_client_read(ec, n);
                           });
+}
+
+// Asio retries a read at once whenever the previous one returned data, and
+// right after we answered, the client cannot have sent its next request
+// yet: that read would be an EAGAIN per request. Issued from the back of
+// the handler queue instead, it usually finds the next request already
+// there (and is otherwise the same read, so no readiness can be missed).
+void Session::read_client_soon() {
+  if (client_read_pending_ || phase_ == Phase::closed || client_eof_) return;
+  client_read_pending_ = true;
+  asio::post(ctx_.io(), [self = shared_from_this()] {
+    self->client_read_pending_ = false;
+    self->read_client();
+  });
 }
 
 void Session::on_client_read(error_code ec, std::size_t n) {
@@ -482,8 +491,8 @@ void Session::send_request_head() {
     u.content_length = 0;  // RFC 9110 §8.6: a body-carrying method states its empty body
   http::build_upstream_request(head, u, out_);
   set_deadline(endpoint_->config().timeouts.idle);
-  read_upstream();  // a worker may answer before it has read the whole body
   send_request_body();
+  read_upstream_soon();  // a worker may answer before it has read the whole body
 }
 
 // Writes the next piece of the request: the head (in out_) if not yet sent,
@@ -608,6 +617,17 @@ void Session::on_request_written(error_code ec, std::size_t n) {
     return;
   }
   maybe_finish_exchange();
+}
+
+// As read_client_soon(): the worker needs a moment to answer.
+void Session::read_upstream_soon() {
+  if (up_read_pending_ || !up_) return;
+  up_read_pending_ = true;
+  asio::post(ctx_.io(), [self = shared_from_this(), id = exchange_id_] {
+    if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
+    self->up_read_pending_ = false;
+    self->read_upstream();
+  });
 }
 
 void Session::read_upstream() {
@@ -984,45 +1004,57 @@ void Session::finish_request() {
 void Session::log_access() {
   const auto& config = config_ ? *config_ : *ctx_.runtime()->config;
   if (!config.log.access) return;
+  using namespace std::string_view_literals;
+  using core::log::write_json_string;
+  using core::log::write_raw;
+  using core::log::write_uint;
   auto now = Clock::now();
-  auto& out = ctx_.access_log_buffer();
-  using core::log::append_json_string;
-  out.append("{\"ts\":\"");
-  core::log::append_timestamp(out);
-  out.append("\",\"request_id\":");
-  append_json_string(out, request_id_);
-  out.append(",\"key_id\":");
-  if (key_id_.empty()) out.append("null"); else append_json_string(out, key_id_);
-  out.append(",\"endpoint\":");
-  if (route_.endpoint.empty()) out.append("null"); else append_json_string(out, route_.endpoint);
-  out.append(",\"worker\":");
-  if (worker_) append_json_string(out, worker_->address_text); else out.append("null");
   bool have_head = req_ && req_->is_header_done();
-  out.append(",\"method\":");
-  append_json_string(out, have_head ? sv(req_->get().method_string()) : std::string_view("-"));
-  out.append(",\"path\":");
+  auto method = have_head ? sv(req_->get().method_string()) : "-"sv;
   // The query string may carry secrets: only the path is logged.
-  auto path = have_head ? std::string_view(head_.target.empty() ? sv(req_->get().target()) : head_.target)
-                        : std::string_view("-");
-  append_json_string(out, path.substr(0, path.find('?')));
-  out.append(",\"status\":");
-  append_uint(out, status_);
-  out.append(",\"error\":");
-  if (error_ == Reason::none) out.append("null"); else append_json_string(out, core::info(error_).code);
-  out.append(",\"bytes_in\":");
-  append_uint(out, bytes_in_);
-  out.append(",\"bytes_out\":");
-  append_uint(out, bytes_out_);
-  auto start = started_ == Clock::time_point{} ? now : started_;
-  out.append(",\"duration_ms\":");
-  append_uint(out, static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count()));
-  out.append(",\"upstream_ms\":");
-  if (upstream_started_ == Clock::time_point{})
-    out.append("null");
-  else
-    append_uint(out, static_cast<std::uint64_t>(
-                         std::chrono::duration_cast<std::chrono::milliseconds>(now - upstream_started_).count()));
-  out.append("}\n");
+  auto path = have_head ? (head_.target.empty() ? sv(req_->get().target()) : head_.target) : "-"sv;
+  path = path.substr(0, path.find('?'));
+  std::string_view worker = worker_ ? std::string_view(worker_->address_text) : std::string_view();
+  auto error = error_ == Reason::none ? std::string_view() : core::info(error_).code;
+  auto ms = [](Clock::duration d) {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
+
+  auto& buf = ctx_.access_log_buffer();
+  const std::size_t variable =
+      request_id_.size() + key_id_.size() + route_.endpoint.size() + worker.size() + method.size() + path.size() + error.size();
+  char* p = buf.reserve(384 + 6 * variable);
+  auto string_or_null = [&p](std::string_view s) {
+    p = s.empty() ? write_raw(p, "null"sv) : write_json_string(p, s);
+  };
+  p = write_raw(p, "{\"ts\":\""sv);
+  p = core::log::write_timestamp(p);
+  p = write_raw(p, "\",\"request_id\":"sv);
+  p = write_json_string(p, request_id_);
+  p = write_raw(p, ",\"key_id\":"sv);
+  string_or_null(key_id_);
+  p = write_raw(p, ",\"endpoint\":"sv);
+  string_or_null(route_.endpoint);
+  p = write_raw(p, ",\"worker\":"sv);
+  string_or_null(worker);
+  p = write_raw(p, ",\"method\":"sv);
+  p = write_json_string(p, method);
+  p = write_raw(p, ",\"path\":"sv);
+  p = write_json_string(p, path);
+  p = write_raw(p, ",\"status\":"sv);
+  p = write_uint(p, status_);
+  p = write_raw(p, ",\"error\":"sv);
+  string_or_null(error);
+  p = write_raw(p, ",\"bytes_in\":"sv);
+  p = write_uint(p, bytes_in_);
+  p = write_raw(p, ",\"bytes_out\":"sv);
+  p = write_uint(p, bytes_out_);
+  p = write_raw(p, ",\"duration_ms\":"sv);
+  p = write_uint(p, ms(now - (started_ == Clock::time_point{} ? now : started_)));
+  p = write_raw(p, ",\"upstream_ms\":"sv);
+  p = upstream_started_ == Clock::time_point{} ? write_raw(p, "null"sv) : write_uint(p, ms(now - upstream_started_));
+  p = write_raw(p, "}\n"sv);
+  buf.commit(p);
   ctx_.access_log_appended();
 }
 
@@ -1061,7 +1093,7 @@ void Session::next_request() {
     return;
   }
   if (in_.capacity() > 2 * kReadSize && !client_read_pending_) in_.shrink_to_fit();
-  read_client();  // may already be pending as the watch
+  read_client_soon();
 }
 
 }  // namespace frontdoor::proxy

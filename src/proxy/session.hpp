@@ -56,6 +56,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
 
   // connection
   void read_client();
+  void read_client_soon();
   void on_client_read(error_code ec, std::size_t n);
   void close();
   void set_deadline(Clock::duration d) { deadline_ = Clock::now() + d; }
@@ -81,6 +82,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void send_request_body();
   void on_request_written(error_code ec, std::size_t n);
   void read_upstream();
+  void read_upstream_soon();
   void on_upstream_read(error_code ec, std::size_t n);
   void on_response_head();
   void relay_response_body();

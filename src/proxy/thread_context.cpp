@@ -17,8 +17,7 @@ ThreadContext::ThreadContext(Shared& shared, unsigned index)
   std::uint64_t seed = 0;
   if (RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed) != 1)
     seed = static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()) ^ index;
-  rng_.seed(seed);
-  access_log_.reserve(kAccessLogFlushBytes * 2);
+  rng_state_ = seed ? seed : 0x9e3779b97f4a7c15ull;
 }
 
 ThreadContext::~ThreadContext() { flush_access_log(); }
@@ -146,10 +145,12 @@ void ThreadContext::flush_access_log() {
 
 void ThreadContext::make_request_id(char out[32]) noexcept {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::uint64_t a = rng_(), b = rng_();
+  std::uint64_t a = random(), b = random();
   for (int i = 0; i < 16; ++i) {
-    out[i] = kHex[(a >> (i * 4)) & 15];
-    out[16 + i] = kHex[(b >> (i * 4)) & 15];
+    out[i] = kHex[a & 15];
+    out[16 + i] = kHex[b & 15];
+    a >>= 4;
+    b >>= 4;
   }
 }
 

@@ -13,12 +13,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "frontdoor/auth/key.hpp"
+#include "frontdoor/core/log.hpp"
 #include "frontdoor/core/snapshot.hpp"
 #include "frontdoor/lb/worker_set.hpp"
 
@@ -95,7 +95,7 @@ class ThreadContext {
   void return_buffer(boost::beast::flat_buffer&& b);
 
   // Buffered access log: lines are written to stdout in batches.
-  std::string& access_log_buffer() noexcept { return access_log_; }
+  core::log::LineBuffer& access_log_buffer() noexcept { return access_log_; }
   // Call after appending a line: writes the batch once it is large enough.
   void access_log_appended() {
     if (access_log_.size() >= kAccessLogFlushBytes) flush_access_log();
@@ -105,8 +105,14 @@ class ThreadContext {
 
   // 32 hex characters, from a per-thread generator seeded by the CSPRNG.
   void make_request_id(char out[32]) noexcept;
-  // For balancing decisions (not secrets).
-  std::uint64_t random() noexcept { return rng_(); }
+  // For request ids and balancing decisions, not secrets: splitmix64, a
+  // few instructions per number (seeded from the CSPRNG).
+  std::uint64_t random() noexcept {
+    std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
 
  private:
   void sweep();
@@ -128,9 +134,9 @@ class ThreadContext {
     Clock::duration max_age{};
   };
   std::unordered_map<const lb::WorkerState*, Pool> pools_;
-  std::string access_log_;
+  core::log::LineBuffer access_log_;
   std::vector<boost::beast::flat_buffer> spare_buffers_;
-  std::mt19937_64 rng_;
+  std::uint64_t rng_state_ = 0;
 };
 
 }  // namespace frontdoor::proxy

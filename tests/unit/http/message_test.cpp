@@ -224,13 +224,21 @@ TEST(LocalReply, InvalidKeyMatchesSpec) {
   EXPECT_EQ(out,
             "HTTP/1.1 401 Unauthorized\r\n"
             "Content-Type: application/json\r\n"
-            "Content-Length: 96\r\n"
             "X-Frontdoor-Error: invalid_api_key\r\n"
             "WWW-Authenticate: Bearer realm=\"frontdoor\", error=\"invalid_token\", "
             "error_description=\"API key invalid or missing\"\r\n"
+            "Content-Length: 96\r\n"
             "X-Request-Id: rid-1\r\n\r\n"
             "{\"error\":{\"code\":\"invalid_api_key\",\"message\":\"API key invalid or missing\","
             "\"request_id\":\"rid-1\"}}");
+}
+
+TEST(LocalReply, RequestIdIsEscapedInTheBody) {
+  std::string out;
+  build_local_reply(Reason::bad_request, R"(a"b\c)", true, out);
+  auto body = out.substr(out.find("\r\n\r\n") + 4);
+  EXPECT_EQ(body, R"({"error":{"code":"bad_request","message":"malformed request","request_id":"a\"b\\c"}})");
+  EXPECT_NE(out.find("Content-Length: " + std::to_string(body.size()) + "\r\n"), std::string::npos);
 }
 
 TEST(LocalReply, EveryReasonHasStatusAndCode) {
