@@ -2,6 +2,8 @@
 
 #include "frontdoor/auth/token.hpp"
 
+#include <array>
+
 namespace frontdoor::auth {
 namespace {
 
@@ -27,10 +29,15 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
-bool is_token68_char(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
-}
+constexpr auto kToken68 = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = t[c - 32] = true;
+  for (char c : std::string_view("-._~+/")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+bool is_token68_char(char c) noexcept { return kToken68[static_cast<unsigned char>(c)]; }
 
 // RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 bool is_token68(std::string_view t) noexcept {

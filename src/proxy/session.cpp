@@ -1027,24 +1027,35 @@ void Session::log_access() {
   auto string_or_null = [&p](std::string_view s) {
     p = s.empty() ? write_raw(p, "null"sv) : write_json_string(p, s);
   };
+  // Strings that cannot hold a character JSON must escape (key ids, worker
+  // addresses, method tokens, error codes) skip the escaping loop.
+  auto safe_or_null = [&p](std::string_view s) {
+    if (s.empty()) {
+      p = write_raw(p, "null"sv);
+      return;
+    }
+    *p++ = '"';
+    p = write_raw(p, s);
+    *p++ = '"';
+  };
   p = write_raw(p, "{\"ts\":\""sv);
   p = core::log::write_timestamp(p);
   p = write_raw(p, "\",\"request_id\":"sv);
-  p = write_json_string(p, request_id_);
+  p = write_json_string(p, request_id_);  // may be the client's
   p = write_raw(p, ",\"key_id\":"sv);
-  string_or_null(key_id_);
+  safe_or_null(key_id_);
   p = write_raw(p, ",\"endpoint\":"sv);
   string_or_null(route_.endpoint);
   p = write_raw(p, ",\"worker\":"sv);
-  string_or_null(worker);
+  safe_or_null(worker);
   p = write_raw(p, ",\"method\":"sv);
-  p = write_json_string(p, method);
+  safe_or_null(method);
   p = write_raw(p, ",\"path\":"sv);
   p = write_json_string(p, path);
   p = write_raw(p, ",\"status\":"sv);
   p = write_uint(p, status_);
   p = write_raw(p, ",\"error\":"sv);
-  string_or_null(error);
+  safe_or_null(error);
   p = write_raw(p, ",\"bytes_in\":"sv);
   p = write_uint(p, bytes_in_);
   p = write_raw(p, ",\"bytes_out\":"sv);
