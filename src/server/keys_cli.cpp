@@ -1,6 +1,8 @@
-// `frontdoor keys ...` (SPEC §1, §3): offline management of a YAML key
-// store. Every mutation takes the store's lock, re-reads the store under it
-// and rewrites it atomically, so it can run while a server uses the store.
+// `frontdoor keys ...` (SPEC §1, §3): offline management of a key store in
+// either format, chosen by the file name (".db" is SQLite, anything else
+// YAML). Every mutation is serialized with other writers by the store's own
+// lock (flock on a YAML file, SQLite's locking on a database) and applies to
+// the store as it is on disk then, so it can run while a server uses it.
 #include "frontdoor/server/keys_cli.hpp"
 
 #include <openssl/crypto.h>
@@ -8,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -21,6 +24,7 @@
 
 #include "frontdoor/auth/key.hpp"
 #include "frontdoor/auth/key_store.hpp"
+#include "frontdoor/auth/store.hpp"
 #include "frontdoor/auth/token.hpp"
 #include "frontdoor/core/time.hpp"
 
@@ -99,12 +103,20 @@ Args parse_args(int argc, char** argv, int first, const std::set<std::string>& a
   return args;
 }
 
-// SQLite stores come with a later change; until then they are refused
-// rather than misread as YAML.
-void require_yaml(const std::string& path) {
-  if (path.size() >= 3 && path.ends_with(".db")) {
-    throw InputError(path + ": SQLite stores are not supported yet");
-  }
+// SPEC §1: ".db" is SQLite, anything else YAML (as the server decides).
+bool is_sqlite(const std::string& path) { return std::filesystem::path(path).extension() == ".db"; }
+
+// Opening an SQLite store creates it; only `create` and the destination of
+// `import` may do that, as with YAML stores.
+std::unique_ptr<auth::KeyStore> open_existing_sqlite(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw InputError(path + ": no such key store");
+  return auth::open_sqlite_store(path);
+}
+
+std::vector<Key> load_any(const std::string& path) {
+  if (is_sqlite(path)) return open_existing_sqlite(path)->load();
+  return auth::load_yaml_store(path);
 }
 
 Access access_or_throw(const std::string& s, const std::string& what) {
@@ -168,7 +180,6 @@ std::size_t display_width(std::string_view s) {
 int cmd_create(const Args& a) {
   const std::string store = a.required("--store");
   const std::string name = a.required("--name");
-  require_yaml(store);
   if (name.empty()) throw InputError("--name: must not be empty");
   if (!valid_utf8(name)) throw InputError("--name: not valid UTF-8");
 
@@ -203,9 +214,8 @@ int cmd_create(const Args& a) {
   std::sort(k.endpoints.begin(), k.endpoints.end());
 
   std::string token;
-  {
-    auth::StoreLock lock(store);
-    std::vector<Key> keys = auth::load_yaml_store(store);
+  // A fresh id and a token whose hash no key has.
+  const auto pick_id_and_token = [&](const std::vector<Key>& keys) {
     k.id = random_id(keys);
     for (;;) {
       token = auth::generate_token();
@@ -216,6 +226,17 @@ int cmd_create(const Args& a) {
       if (!clash) break;
     }
     k.prefix = token.substr(0, 8);
+  };
+  if (is_sqlite(store)) {
+    // A writer that takes the same id or token meanwhile makes create()
+    // throw, and no token is printed.
+    const auto db = auth::open_sqlite_store(store);
+    pick_id_and_token(db->load());
+    db->create(k);
+  } else {
+    auth::StoreLock lock(store);
+    std::vector<Key> keys = auth::load_yaml_store(store);
+    pick_id_and_token(keys);
     keys.push_back(k);
     auth::write_yaml_store_atomic(store, keys);
   }
@@ -228,8 +249,7 @@ int cmd_create(const Args& a) {
 
 int cmd_list(const Args& a) {
   const std::string store = a.required("--store");
-  require_yaml(store);
-  const std::vector<Key> keys = auth::load_yaml_store(store);
+  const std::vector<Key> keys = load_any(store);
   std::vector<std::array<std::string, 6>> rows;
   rows.push_back({"ID", "PREFIX", "NAME", "ENABLED", "CREATED", "LAST_USED"});
   for (const Key& k : keys) {
@@ -256,7 +276,14 @@ int cmd_set_enabled_or_delete(const std::string& sub, const Args& a) {
   const std::string store = a.required("--store");
   if (a.positional.size() != 1) throw UsageError(sub + " needs exactly one key ID");
   const std::string& id = a.positional.front();
-  require_yaml(store);
+  if (is_sqlite(store)) {
+    const auto db = open_existing_sqlite(store);
+    const bool found =
+        sub == "delete" ? db->remove(id)
+                        : db->update(id, [&](Key& k) { k.enabled = sub == "enable"; }).has_value();
+    if (!found) throw InputError("no key with id " + id + " in " + store);
+    return kOk;
+  }
   auth::StoreLock lock(store);
   std::vector<Key> keys = auth::load_yaml_store(store);
   const auto it = std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return k.id == id; });
@@ -288,24 +315,19 @@ int cmd_hash() {
   return kOk;
 }
 
-int cmd_import(const Args& a) {
-  const std::string dest = a.required("--store");
-  if (a.positional.size() != 1) throw UsageError("import needs exactly one source store");
-  const std::string& src = a.positional.front();
-  require_yaml(src);
-  require_yaml(dest);
-  const std::vector<Key> incoming = auth::load_yaml_store(src);
-
-  auth::StoreLock lock(dest);
-  std::vector<Key> keys = auth::load_yaml_store(dest);
+// The keys of `incoming` that `keys` lacks. A key already present (same id
+// and hash) is skipped, so importing twice is harmless; a clash of id or
+// hash with another key is an error before anything is written.
+std::vector<Key> keys_to_import(const std::vector<Key>& keys, const std::vector<Key>& incoming,
+                                const std::string& src, const std::string& dest,
+                                std::size_t& skipped) {
   std::unordered_map<std::string, std::size_t> by_id;
   std::unordered_map<auth::Digest, std::size_t, auth::DigestHash> by_hash;
   for (std::size_t i = 0; i < keys.size(); ++i) {
     by_id.emplace(keys[i].id, i);
     by_hash.emplace(keys[i].hash, i);
   }
-  std::size_t skipped = 0;
-  std::size_t added = 0;
+  std::vector<Key> added;
   for (const Key& k : incoming) {
     const auto same_id = by_id.find(k.id);
     const auto same_hash = by_hash.find(k.hash);
@@ -319,15 +341,43 @@ int cmd_import(const Args& a) {
                        " with another token");
     }
     if (same_hash != by_hash.end()) {
+      const std::size_t other = same_hash->second;
       throw InputError(src + ": key " + k.id + " has the same token as key " +
-                       keys[same_hash->second].id + " in " + dest);
+                       (other < keys.size() ? keys[other] : added[other - keys.size()]).id +
+                       " in " + dest);
     }
-    by_id.emplace(k.id, keys.size());
-    by_hash.emplace(k.hash, keys.size());
-    keys.push_back(k);
-    ++added;
+    by_id.emplace(k.id, keys.size() + added.size());
+    by_hash.emplace(k.hash, keys.size() + added.size());
+    added.push_back(k);
   }
-  auth::write_yaml_store_atomic(dest, keys);
+  return added;
+}
+
+int cmd_import(const Args& a) {
+  const std::string dest = a.required("--store");
+  if (a.positional.size() != 1) throw UsageError("import needs exactly one source store");
+  const std::string& src = a.positional.front();
+  const std::vector<Key> incoming = load_any(src);
+
+  std::size_t skipped = 0;
+  std::size_t added = 0;
+  if (is_sqlite(dest)) {
+    // One transaction per key: an import cut short leaves DEST consistent,
+    // and running it again adds the rest.
+    const auto db = auth::open_sqlite_store(dest);
+    for (const Key& k : keys_to_import(db->load(), incoming, src, dest, skipped)) {
+      db->create(k);
+      ++added;
+    }
+  } else {
+    auth::StoreLock lock(dest);
+    std::vector<Key> keys = auth::load_yaml_store(dest);
+    std::vector<Key> more = keys_to_import(keys, incoming, src, dest, skipped);
+    added = more.size();
+    keys.insert(keys.end(), std::make_move_iterator(more.begin()),
+                std::make_move_iterator(more.end()));
+    auth::write_yaml_store_atomic(dest, keys);
+  }
   std::cerr << "imported " << added << " keys";
   if (skipped) std::cerr << ", skipped " << skipped << " already present";
   std::cerr << '\n';
@@ -336,14 +386,16 @@ int cmd_import(const Args& a) {
 
 int cmd_export(const Args& a) {
   const std::string src = a.required("--store");
-  require_yaml(src);
-  const std::vector<Key> keys = auth::load_yaml_store(src);
+  const std::vector<Key> keys = load_any(src);
   if (a.positional.empty()) {
     std::cout << auth::to_yaml(keys) << std::flush;
     return kOk;
   }
   const std::string& dest = a.positional.front();
-  require_yaml(dest);
+  if (is_sqlite(dest)) {
+    throw InputError(dest +
+                     ": export writes a YAML store; to fill an SQLite store use keys import");
+  }
   auth::StoreLock lock(dest);  // DEST may be a live store
   auth::write_yaml_store_atomic(dest, keys);
   return kOk;
