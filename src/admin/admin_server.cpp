@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 
+#include "frontdoor/admin/keys_api.hpp"
 #include "frontdoor/auth/bearer.hpp"
 #include "frontdoor/auth/decision.hpp"
 #include "frontdoor/auth/token.hpp"
@@ -102,7 +103,7 @@ boost::json::value endpoints_json(const lb::Runtime& rt) {
 }
 
 // The admin routes. Later issues add the key API here.
-Response handle(const Request& req, AdminState& state, proxy::Shared& shared) {
+Response handle(const Request& req, AdminState& state, proxy::Shared& shared, const AdminHooks& hooks) {
   auto target = std::string_view(req.target().data(), req.target().size());
   auto path = target.substr(0, target.find('?'));
   bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
@@ -134,6 +135,22 @@ Response handle(const Request& req, AdminState& state, proxy::Shared& shared) {
       auto rt = shared.runtime.load();
       return json_response(req, bhttp::status::ok, boost::json::serialize(endpoints_json(*rt)));
     }
+    if (hooks.registry) {
+      auto query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view();
+      auto method = std::string_view(req.method_string().data(), req.method_string().size());
+      if (auto api = handle_keys_api(method, path, query, req.body(), *hooks.registry, hooks.reload)) {
+        Response res{static_cast<bhttp::status>(api->status), req.version()};
+        res.keep_alive(req.keep_alive());
+        res.set(bhttp::field::cache_control, "no-store");
+        if (!api->allow.empty()) res.set(bhttp::field::allow, api->allow);
+        if (api->status != 204) {
+          res.set(bhttp::field::content_type, "application/json");
+          res.body() = std::move(api->body);
+        }
+        res.prepare_payload();
+        return res;
+      }
+    }
   }
   return json_response(req, bhttp::status::not_found,
                        R"({"error":{"code":"not_found","message":"no such admin path"}})");
@@ -141,8 +158,8 @@ Response handle(const Request& req, AdminState& state, proxy::Shared& shared) {
 
 class AdminSession : public std::enable_shared_from_this<AdminSession> {
  public:
-  AdminSession(tcp::socket s, AdminState& state, proxy::Shared& shared)
-      : stream_(std::move(s)), state_(state), shared_(shared) {}
+  AdminSession(tcp::socket s, AdminState& state, proxy::Shared& shared, const AdminHooks& hooks)
+      : stream_(std::move(s)), state_(state), shared_(shared), hooks_(hooks) {}
   void start() { do_read(); }
 
  private:
@@ -170,7 +187,7 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
       return;
     }
     auto req = parser_->release();
-    res_ = handle(req, state_, shared_);
+    res_ = handle(req, state_, shared_, hooks_);
     if (req.method() == bhttp::verb::head) res_.body().clear();
     write_response(!res_.keep_alive());
   }
@@ -196,29 +213,32 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
   Response res_;
   AdminState& state_;
   proxy::Shared& shared_;
+  const AdminHooks& hooks_;
 };
 
 }  // namespace
 
 struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
-  Impl(asio::io_context& io, AdminState& s, proxy::Shared& sh) : acceptor(io), state(s), shared(sh) {}
+  Impl(asio::io_context& io, AdminState& s, proxy::Shared& sh, AdminHooks h)
+      : acceptor(io), state(s), shared(sh), hooks(std::move(h)) {}
   tcp::acceptor acceptor;
   AdminState& state;
   proxy::Shared& shared;
+  AdminHooks hooks;
   bool stopped = false;
 
   void accept() {
     acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket s) {
       if (self->stopped) return;
-      if (!ec) std::make_shared<AdminSession>(std::move(s), self->state, self->shared)->start();
+      if (!ec) std::make_shared<AdminSession>(std::move(s), self->state, self->shared, self->hooks)->start();
       self->accept();
     });
   }
 };
 
 AdminServer::AdminServer(asio::io_context& io, const config::Admin& cfg, AdminState& state,
-                         proxy::Shared& shared)
-    : impl_(std::make_shared<Impl>(io, state, shared)) {
+                         proxy::Shared& shared, AdminHooks hooks)
+    : impl_(std::make_shared<Impl>(io, state, shared, std::move(hooks))) {
   auto& a = impl_->acceptor;
   a.open(cfg.address.endpoint.protocol());
   a.set_option(tcp::acceptor::reuse_address(true));

@@ -341,10 +341,6 @@ class StoreParser {
       error(seen["legacy_access"], where + ".legacy_access",
             "a legacy key has no endpoints map; set either legacy_access or endpoints");
     }
-    // SPEC §2: a protection that cannot be enforced is refused, never ignored.
-    if (auto it = seen.find("rate_limit"); it != seen.end() && k.rate_limit) {
-      error(it->second, where + ".rate_limit", "per-key rate limits are not supported yet");
-    }
     if (have_id) {
       auto [it, fresh] = ids_.emplace(k.id, index);
       if (!fresh) {

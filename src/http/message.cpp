@@ -321,6 +321,7 @@ void build_downstream_response(const ResponseHead& head, const DownstreamRespons
     append_header(out, name, value);
   }
   append_header(out, "X-Request-Id", d.request_id);
+  out.append(d.extra_headers);
   if (d.chunked) {
     out.append("Transfer-Encoding: chunked\r\n");
   } else if (d.content_length) {

@@ -135,6 +135,23 @@ Runtime::Runtime(std::shared_ptr<const config::Config> c) : config(std::move(c))
   }
 }
 
+void Runtime::inherit(const Runtime& previous) {
+  for (const auto& old_ep : previous.endpoints) {
+    EndpointState* now = find(old_ep->config().id);
+    for (const auto& old_w : old_ep->workers()) {
+      WorkerState* match = nullptr;
+      if (now)
+        for (const auto& w : now->workers())
+          if (w->config.address == old_w->config.address) match = w.get();
+      if (match) {
+        match->health.store(old_w->health.load());
+      } else {
+        old_w->health.store(WorkerHealth::draining);
+      }
+    }
+  }
+}
+
 EndpointState* Runtime::find(std::string_view id) const noexcept {
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : it->second;

@@ -19,6 +19,7 @@
 #include <boost/beast/http/read.hpp>
 
 #include <charconv>
+#include <cmath>
 
 #include "frontdoor/auth/bearer.hpp"
 #include "frontdoor/auth/decision.hpp"
@@ -171,6 +172,7 @@ void Session::on_client_read(error_code ec, std::size_t n) {
 
 void Session::close() {
   if (phase_ == Phase::closed) return;
+  release_key_slot();  // a cut stream ends its key's concurrent request too
   if (exchange_active_) abort_exchange();
   if (waiter_) {
     endpoint_->cancel(*waiter_);  // if granted meanwhile, on_granted() passes the slot on
@@ -305,7 +307,7 @@ void Session::on_request_head(std::size_t head_size) {
   req_remaining_ = head_.content_length.value_or(0);
 
   if (auto reason = authenticate_and_route(); reason != Reason::none) {
-    reply(reason);
+    reply(reason, false, rate_headers_);
     return;
   }
   if (head_.content_length && *head_.content_length > config_->limits.max_body_bytes) {
@@ -338,8 +340,65 @@ Reason Session::authenticate_and_route() {
 
   route_ = http::route(head_.host, head_.target, config_->routing);
   endpoint_ = runtime_->find(route_.endpoint);
-  return auth::decide(key, core::now_unix(), route_.endpoint, endpoint_ != nullptr,
-                      sv(head.method_string()));
+  const auto now = core::now_unix();
+  auto decision = auth::decide(key, now, route_.endpoint, endpoint_ != nullptr, sv(head.method_string()));
+  if (key && decision != Reason::api_key_disabled && decision != Reason::api_key_expired) {
+    // Usage: atomics beside the snapshot, flushed by the store thread.
+    auto& rt = key->runtime();
+    rt.requests.fetch_add(1, std::memory_order_relaxed);
+    if (rt.last_used.load(std::memory_order_relaxed) != now) rt.last_used.store(now, std::memory_order_relaxed);
+    if (decision == Reason::none && key->rate_limit) return rate_limit(*key, rt);
+  }
+  return decision;
+}
+
+// Phase 5 (SPEC §4 step 5): a token bucket of rps with burst, and at most
+// max_concurrent requests in flight (a stream counts until it ends).
+Reason Session::rate_limit(const auth::Key& key, auth::KeyRuntime& rt) {
+  const auto& limit = *key.rate_limit;
+  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  const double burst = static_cast<double>(std::max<std::uint64_t>(limit.burst, 1));
+  bool allowed;
+  double tokens;
+  {
+    std::lock_guard lock(rt.bucket_mutex);
+    if (rt.tokens < 0) {
+      rt.tokens = burst;  // a new bucket starts full
+    } else {
+      rt.tokens = std::min(burst, rt.tokens + static_cast<double>(now_ns - rt.refilled_ns) * 1e-9 * limit.rps);
+    }
+    rt.refilled_ns = now_ns;
+    allowed = rt.tokens >= 1.0;
+    if (allowed) rt.tokens -= 1.0;
+    tokens = rt.tokens;
+  }
+  auto ceil_seconds = [](double s) { return static_cast<std::uint64_t>(std::max(1.0, std::ceil(s))); };
+  const double rps = limit.rps > 0 ? limit.rps : 1e-9;
+  rate_headers_.clear();
+  rate_headers_.append("RateLimit-Limit: ").append(std::to_string(static_cast<std::uint64_t>(burst)));
+  rate_headers_.append("\r\nRateLimit-Remaining: ").append(std::to_string(static_cast<std::uint64_t>(std::floor(std::max(0.0, tokens)))));
+  rate_headers_.append("\r\nRateLimit-Reset: ").append(std::to_string(tokens >= burst ? 0 : ceil_seconds((burst - tokens) / rps)));
+  rate_headers_.append("\r\n");
+  if (!allowed) {
+    rate_headers_.append("Retry-After: ").append(std::to_string(ceil_seconds((1.0 - tokens) / rps))).append("\r\n");
+    return Reason::rate_limited;
+  }
+  if (limit.max_concurrent > 0) {
+    if (rt.in_flight.fetch_add(1, std::memory_order_acq_rel) >= limit.max_concurrent) {
+      rt.in_flight.fetch_sub(1, std::memory_order_acq_rel);
+      rate_headers_.append("Retry-After: 1\r\n");
+      return Reason::rate_limited;
+    }
+    concurrency_held_ = &rt;
+  }
+  return Reason::none;
+}
+
+void Session::release_key_slot() {
+  if (concurrency_held_) {
+    concurrency_held_->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    concurrency_held_ = nullptr;
+  }
 }
 
 void Session::begin_proxy() {
@@ -742,6 +801,7 @@ void Session::on_response_head() {
   if (client_framing_ == Framing::length) d.content_length = res_remaining_;
   d.keep_alive = keep_alive;
   d.http10_client = http10;
+  d.extra_headers = rate_headers_;
   client_out_.clear();
   http::build_downstream_response(res, d, client_out_);
   res_started_ = true;
@@ -998,6 +1058,7 @@ void Session::drain_body() {
 // ---------------------------------------------------------------------------
 
 void Session::finish_request() {
+  release_key_slot();
   log_access();
 }
 
@@ -1079,6 +1140,7 @@ void Session::next_request() {
   endpoint_ = nullptr;
   worker_ = failed_worker_ = nullptr;
   key_id_.clear();
+  rate_headers_.clear();
   request_id_ = {};
   route_ = {};
   head_ = {};

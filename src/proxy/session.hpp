@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "frontdoor/auth/key.hpp"
 #include "frontdoor/core/reason.hpp"
 #include "frontdoor/http/message.hpp"
 #include "frontdoor/http/route.hpp"
@@ -65,6 +66,8 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void on_head_bytes();
   void on_request_head(std::size_t head_size);
   core::Reason authenticate_and_route();
+  core::Reason rate_limit(const auth::Key& key, auth::KeyRuntime& rt);
+  void release_key_slot();
   void begin_proxy();
 
   // local replies
@@ -134,6 +137,8 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   std::uint64_t bytes_out_ = 0;  // response bytes written to the client
   unsigned attempts_ = 0;
   std::shared_ptr<lb::Waiter> waiter_;  // while queued for a worker
+  auth::KeyRuntime* concurrency_held_ = nullptr;  // rate_limit.max_concurrent slot
+  std::string rate_headers_;  // RateLimit-* (and Retry-After) lines for keys with a rate_limit
 
   // Upstream exchange.
   std::unique_ptr<UpstreamConn> up_;

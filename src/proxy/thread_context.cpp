@@ -86,7 +86,7 @@ void ThreadContext::sweep() {
 }
 
 std::unique_ptr<UpstreamConn> ThreadContext::take(const lb::WorkerState* w, Clock::duration max_idle_age) {
-  auto it = pools_.find(w);
+  auto it = pools_.find(w->config.address);
   if (it == pools_.end()) return nullptr;
   auto& idle = it->second.idle;
   auto now = Clock::now();
@@ -102,7 +102,7 @@ std::unique_ptr<UpstreamConn> ThreadContext::take(const lb::WorkerState* w, Cloc
 
 void ThreadContext::give_back(const lb::WorkerState* w, std::unique_ptr<UpstreamConn> c,
                               std::size_t max_idle, Clock::duration max_idle_age) {
-  auto& pool = pools_[w];
+  auto& pool = pools_[w->config.address];
   pool.max_age = max_idle_age;
   if (pool.idle.size() >= max_idle) {
     boost::system::error_code ignored;

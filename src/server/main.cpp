@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "frontdoor/auth/key_store.hpp"
+#include "frontdoor/auth/store.hpp"
 #include "frontdoor/config/config.hpp"
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/server/keys_cli.hpp"
@@ -28,22 +28,17 @@ int usage_error(std::string_view why) {
   return 2;
 }
 
-bool is_sqlite_store(const std::string& path) {
-  return std::filesystem::path(path).extension() == ".db";
-}
-
-// Loads the key store named by the configuration. Throws std::runtime_error
-// with a message that names the file (and line) on any problem.
-std::shared_ptr<const auth::KeySet> load_keys(const config::Config& c) {
-  if (is_sqlite_store(c.keys.store))
-    throw std::runtime_error(c.path + ": keys.store: SQLite key stores (" + c.keys.store +
-                             ") are not supported yet");
-  auto keys = auth::load_yaml_store(c.keys.store);
+// Opens and loads the key store named by the configuration, as the server
+// would. Throws with a message that names the file (and line) on a problem.
+std::unique_ptr<auth::KeyStore> check_keys(const config::Config& c) {
+  auto store = auth::KeyStore::open(c.keys.store);
+  auto keys = store->load();
   try {
-    return std::make_shared<const auth::KeySet>(std::move(keys));
+    auth::KeySet set(std::move(keys));
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(c.keys.store + ": " + e.what());
   }
+  return store;
 }
 
 core::log::Level to_log_level(config::LogLevel l) {
@@ -106,10 +101,12 @@ int main(int argc, char** argv) {
   }
 
   std::shared_ptr<const config::Config> config;
-  std::shared_ptr<const auth::KeySet> keys;
+  std::unique_ptr<auth::KeyStore> store;
   try {
     config = config::load_config(config_path);
-    keys = load_keys(*config);
+    // --check loads the store in full; the server's registry loads it once
+    // itself (a million-key store should not be read twice at start).
+    store = check ? check_keys(*config) : auth::KeyStore::open(config->keys.store);
   } catch (const std::exception& e) {
     if (check) {
       std::cerr << e.what() << "\n";
@@ -126,11 +123,9 @@ int main(int argc, char** argv) {
 
   core::log::set_level(to_log_level(config->log.level));
   raise_fd_limit(*config, false);
-  core::log::info("starting", {{"version", FRONTDOOR_VERSION},
-                               {"config", config->path},
-                               {"keys", std::to_string(keys->size()), true}});
+  core::log::info("starting", {{"version", FRONTDOOR_VERSION}, {"config", config->path}, {"keys", config->keys.store}});
   try {
-    return server::run_server(std::move(config), std::move(keys));
+    return server::run_server(std::move(config), std::move(store));
   } catch (const std::exception& e) {
     core::log::error("cannot start", {{"error", e.what()}});
     return 1;

@@ -1,16 +1,21 @@
 #include "frontdoor/server/server.hpp"
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <csignal>
 #include <sstream>
+#include <future>
 #include <thread>
 
 #include "../proxy/session.hpp"
 #include "frontdoor/admin/admin_server.hpp"
+#include "frontdoor/auth/key_registry.hpp"
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
 #include "frontdoor/server/health_checker.hpp"
@@ -91,137 +96,360 @@ class Acceptor {
   bool closed_ = false;
 };
 
-}  // namespace
+// The running process. Threads: N proxy threads (io_context each), the
+// admin thread (admin listener, signals, health checks) and the store
+// thread (usage flushes, file watch, reloads: everything that may block on
+// disk), so neither requests nor health probes wait for the key store.
+class Server {
+ public:
+  Server(std::shared_ptr<const config::Config> config, std::unique_ptr<auth::KeyStore> store)
+      : config_(std::move(config)), nthreads_(std::max(1u, config_->threads)) {
+    registry_ = std::make_unique<auth::KeyRegistry>(std::move(store), shared_.keys);
+    shared_.runtime.publish(std::make_shared<const lb::Runtime>(config_));
+    for (unsigned i = 0; i < nthreads_; ++i) threads_.push_back(std::make_unique<proxy::ThreadContext>(shared_, i));
+    for (const auto& l : config_->listeners) listeners_.push_back(bind_listener(l));
+    admin_server_ = std::make_unique<admin::AdminServer>(
+        admin_io_, config_->admin, admin_state_, shared_,
+        admin::AdminHooks{registry_.get(), [this] { return reload_on_store_thread(); }});
+    core::log::info("listening", {{"listener", "admin"}, {"address", endpoint_text(admin_server_->local_endpoint())}});
+  }
 
-int run_server(std::shared_ptr<const config::Config> config, std::shared_ptr<const auth::KeySet> keys) {
-  proxy::Shared shared;
-  shared.runtime.publish(std::make_shared<const lb::Runtime>(config));
-  shared.keys.publish(std::move(keys));
-
-  const unsigned nthreads = std::max(1u, config->threads);
-  std::vector<std::unique_ptr<proxy::ThreadContext>> threads;
-  std::vector<std::vector<std::unique_ptr<Acceptor>>> acceptors(nthreads);
-  for (unsigned i = 0; i < nthreads; ++i) threads.push_back(std::make_unique<proxy::ThreadContext>(shared, i));
-
-  // Bind every listener on every thread; with port 0 the first bind picks
-  // the port and the others join it.
-  for (const auto& l : config->listeners) {
-    tcp::endpoint at = l.address.endpoint;
-    for (unsigned i = 0; i < nthreads; ++i) {
-      acceptors[i].push_back(std::make_unique<Acceptor>(*threads[i], at, proxy::ListenerInfo{},
-                                                        config->limits.max_connections));
-      if (i == 0) at = acceptors[0].back()->local_endpoint();
+  int run() {
+    admin_server_->start();
+    for (auto& t : threads_) {
+      auto* ctx = t.get();
+      ctx->on_each_sweep([this, ctx] {
+        for (auto& l : listeners_on(ctx->index())) l->resume_if_paused();
+      });
+      ctx->start_sweep();
     }
-    core::log::info("listening", {{"listener", "proxy"}, {"address", endpoint_text(at)}});
-  }
-
-  asio::io_context admin_io{1};
-  admin::AdminState admin_state;
-  admin::AdminServer admin_server(admin_io, config->admin, admin_state, shared);
-  core::log::info("listening", {{"listener", "admin"}, {"address", endpoint_text(admin_server.local_endpoint())}});
-  admin_server.start();
-
-  for (unsigned i = 0; i < nthreads; ++i) {
-    auto* ctx = threads[i].get();
-    auto* mine = &acceptors[i];
-    ctx->on_each_sweep([mine] {
-      for (auto& a : *mine) a->resume_if_paused();
-    });
-    for (auto& a : *mine) a->start();
-    ctx->start_sweep();
-  }
-  std::vector<std::thread> workers;
-  for (auto& t : threads) {
-    workers.emplace_back([ctx = t.get()] {
-      for (;;) {
-        try {
-          ctx->io().run();
-          return;
-        } catch (const std::exception& e) {
-          // A bug must not take the whole process down with it.
-          core::log::error("proxy thread error", {{"error", e.what()}});
+    for (auto& l : listeners_)
+      for (unsigned i = 0; i < nthreads_; ++i) asio::post(threads_[i]->io(), [a = l->per_thread[i].get()] { a->start(); });
+    for (auto& t : threads_) {
+      workers_.emplace_back([ctx = t.get()] {
+        for (;;) {
+          try {
+            ctx->io().run();
+            return;
+          } catch (const std::exception& e) {
+            // A bug must not take the whole process down with it.
+            core::log::error("proxy thread error", {{"error", e.what()}});
+          }
         }
+      });
+    }
+    store_thread_ = std::thread([this] { store_io_.run(); });
+    schedule_flush();
+    schedule_watch();
+    wait_signal();
+    start_health(shared_.runtime.load(), true);
+    admin_io_.run();
+    if (health_) health_->stop();
+
+    for (auto& w : workers_) w.join();
+    for (auto& t : threads_) t->flush_access_log();
+    // The last usage is written before exit so that it survives a restart.
+    store_guard_.reset();
+    store_io_.stop();
+    store_thread_.join();
+    try {
+      registry_->flush_usage();
+    } catch (const std::exception& e) {
+      core::log::error("usage flush failed", {{"error", e.what()}});
+    }
+    core::log::info("stopped");
+    // Sessions cut at the end of the grace period are still owned by
+    // handlers inside the stopped io_contexts; destroying those would run
+    // session destructors against half-destroyed thread contexts. The
+    // process exits next, so the contexts are deliberately left to the OS.
+    listeners_.clear();
+    for (auto& t : threads_) (void)t.release();
+    return 0;
+  }
+
+ private:
+  // One configured proxy listener, bound on every proxy thread.
+  struct Listener {
+    std::string text;  // as configured: the identity used across reloads
+    tcp::endpoint bound;
+    std::vector<std::unique_ptr<Acceptor>> per_thread;
+  };
+
+  std::unique_ptr<Listener> bind_listener(const config::Listener& l) {
+    auto out = std::make_unique<Listener>();
+    out->text = l.address.text;
+    tcp::endpoint at = l.address.endpoint;
+    for (unsigned i = 0; i < nthreads_; ++i) {
+      // With port 0 the first bind picks the port and the others join it.
+      out->per_thread.push_back(std::make_unique<Acceptor>(*threads_[i], at, proxy::ListenerInfo{},
+                                                           config_->limits.max_connections));
+      if (i == 0) at = out->per_thread[0]->local_endpoint();
+    }
+    out->bound = at;
+    core::log::info("listening", {{"listener", "proxy"}, {"address", endpoint_text(at)}});
+    return out;
+  }
+
+  std::vector<Acceptor*> listeners_on(unsigned thread) {
+    std::lock_guard lock(listeners_mutex_);
+    std::vector<Acceptor*> out;
+    for (auto& l : listeners_) out.push_back(l->per_thread[thread].get());
+    return out;
+  }
+
+  void start_health(std::shared_ptr<const lb::Runtime> runtime, bool first) {
+    // Runs on the admin thread.
+    if (health_) health_->stop();
+    health_ = std::make_unique<HealthChecker>(admin_io_, std::move(runtime));
+    health_->start([this, first] {
+      if (first && admin_state_.readiness == admin::Readiness::starting) {
+        admin_state_.readiness = admin::Readiness::serving;
+        core::log::info("ready", {{"threads", std::to_string(nthreads_), true}});
       }
     });
+  }
+
+  // SIGHUP, POST /v1/reload and the file watch (SPEC §1, §3): the whole
+  // configuration and the key store, validated before anything changes; a
+  // failure keeps what runs and says why. Returns "" or the reason.
+  std::string reload() {
+    std::lock_guard lock(reload_mutex_);
+    std::shared_ptr<const config::Config> next;
+    try {
+      next = config::load_config(config_->path);
+    } catch (const std::exception& e) {
+      core::log::error("reload failed: configuration kept", {{"error", e.what()}});
+      ++reloads_failed_;
+      return e.what();
+    }
+    if (next->keys.store != registry_->store_path()) {
+      const char* why = "keys.store changed: a new key store needs a restart";
+      core::log::error("reload failed: configuration kept", {{"error", why}});
+      ++reloads_failed_;
+      return why;
+    }
+    try {
+      registry_->reload();
+    } catch (const std::exception& e) {
+      core::log::error("reload failed: key store kept", {{"error", e.what()}});
+      ++reloads_failed_;
+      return e.what();
+    }
+    if (auto why = apply_listeners(*next); !why.empty()) {
+      core::log::error("reload failed: configuration kept", {{"error", why}});
+      ++reloads_failed_;
+      return why;
+    }
+    if (next->threads != config_->threads || next->admin.address.text != config_->admin.address.text)
+      core::log::warn("reload: threads and admin.address take effect at the next restart");
+    auto old_runtime = shared_.runtime.load();
+    auto runtime = std::make_shared<lb::Runtime>(next);
+    runtime->inherit(*old_runtime);  // worker health carries over; removed workers drain
+    config_ = next;
+    core::log::set_level(to_level(next->log.level));
+    shared_.runtime.publish(runtime);
+    asio::post(admin_io_, [this, runtime] { start_health(runtime, false); });
+    ++reloads_ok_;
+    core::log::info("reloaded", {{"config", next->path}, {"keys", std::to_string(registry_->size()), true}});
+    watched_config_ = file_stamp(next->path);
+    return "";
+  }
+
+  // POST /v1/reload: the same reload, run where SIGHUP's runs, awaited.
+  std::string reload_on_store_thread() {
+    std::promise<std::string> done;
+    auto result = done.get_future();
+    asio::post(store_io_, [this, &done] { done.set_value(reload()); });
+    return result.get();
+  }
+
+  // Binds listeners that are new, closes those that are gone. Nothing
+  // changes when a new one cannot be bound.
+  std::string apply_listeners(const config::Config& next) {
+    std::vector<std::unique_ptr<Listener>> added;
+    try {
+      for (const auto& l : next.listeners) {
+        bool known = false;
+        for (auto& have : listeners_) known = known || have->text == l.address.text;
+        if (!known) added.push_back(bind_listener(l));
+      }
+    } catch (const std::exception& e) {
+      for (auto& l : added)
+        for (auto& a : l->per_thread) a->close();
+      return std::string("cannot bind a new listener: ") + e.what();
+    }
+    std::lock_guard lock(listeners_mutex_);
+    for (auto it = listeners_.begin(); it != listeners_.end();) {
+      bool kept = false;
+      for (const auto& l : next.listeners) kept = kept || (*it)->text == l.address.text;
+      if (kept) {
+        ++it;
+        continue;
+      }
+      core::log::info("listener closed", {{"address", endpoint_text((*it)->bound)}});
+      for (unsigned i = 0; i < nthreads_; ++i) {
+        // Closed and destroyed on its own thread; connections already
+        // accepted stay until they finish.
+        auto* a = (*it)->per_thread[i].release();
+        asio::post(threads_[i]->io(), [a] {
+          a->close();
+          delete a;
+        });
+      }
+      it = listeners_.erase(it);
+    }
+    for (auto& l : added) {
+      for (unsigned i = 0; i < nthreads_; ++i) asio::post(threads_[i]->io(), [a = l->per_thread[i].get()] { a->start(); });
+      listeners_.push_back(std::move(l));
+    }
+    return "";
+  }
+
+  void schedule_flush() {
+    flush_timer_.expires_after(config_->keys.last_used_flush);
+    flush_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      try {
+        registry_->flush_usage();
+      } catch (const std::exception& e) {
+        core::log::error("usage flush failed", {{"error", e.what()}});
+      }
+      schedule_flush();
+    });
+  }
+
+  // Hand edits take effect by themselves: the config file and the key
+  // store are looked at every second (a stat, or one indexed query).
+  void schedule_watch() {
+    watched_config_ = file_stamp(config_->path);
+    schedule_watch_again();
+  }
+  void schedule_watch_again() {
+    watch_timer_.expires_after(std::chrono::seconds(1));
+    watch_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      if (file_stamp(config_->path) != watched_config_) {
+        core::log::info("configuration file changed: reloading");
+        reload();
+        watched_config_ = file_stamp(config_->path);
+      } else {
+        try {
+          registry_->reload();
+          last_store_error_.clear();
+        } catch (const std::exception& e) {
+          if (e.what() != last_store_error_) core::log::error("key store reload failed: keys kept", {{"error", e.what()}});
+          last_store_error_ = e.what();
+        }
+      }
+      schedule_watch_again();
+    });
+  }
+
+  static std::string file_stamp(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    return std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) +
+           "." + std::to_string(st.st_mtim.tv_nsec);
+  }
+
+  static core::log::Level to_level(config::LogLevel l) {
+    switch (l) {
+      case config::LogLevel::debug: return core::log::Level::debug;
+      case config::LogLevel::info: return core::log::Level::info;
+      case config::LogLevel::warn: return core::log::Level::warn;
+      case config::LogLevel::error: return core::log::Level::error;
+    }
+    return core::log::Level::info;
   }
 
   // Signals: SIGTERM/SIGINT drain (SPEC §6), a second one exits at once;
-  // SIGHUP reload arrives with the reload work (issue 4).
-  int exit_code = 0;
-  bool shutting_down = false;
-  Clock::time_point grace_end{};
-  asio::steady_timer shutdown_timer(admin_io);
-  asio::signal_set signals(admin_io, SIGTERM, SIGINT, SIGHUP);
-
-  std::function<void()> poll_done = [&] {
-    std::uint64_t open = shared.client_connections.load();
-    if (open == 0 || Clock::now() >= grace_end) {
-      if (open) core::log::warn("shutdown grace over, cutting connections", {{"connections", std::to_string(open), true}});
-      for (auto& t : threads) t->io().stop();
-      admin_io.stop();
-      return;
-    }
-    for (auto& t : threads) asio::post(t->io(), [ctx = t.get()] { ctx->drain_sessions(); });
-    shutdown_timer.expires_after(std::chrono::milliseconds(50));
-    shutdown_timer.async_wait([&](boost::system::error_code ec) {
-      if (!ec) poll_done();
-    });
-  };
-
-  std::function<void()> wait_signal = [&] {
-    signals.async_wait([&](boost::system::error_code ec, int sig) {
+  // SIGHUP reloads (on the store thread: it may read the disk).
+  void wait_signal() {
+    signals_.async_wait([this](boost::system::error_code ec, int sig) {
       if (ec) return;
       if (sig == SIGHUP) {
-        core::log::warn("SIGHUP: reload is not implemented yet; configuration unchanged");
+        core::log::info("SIGHUP: reloading");
+        asio::post(store_io_, [this] { reload(); });
         wait_signal();
         return;
       }
-      if (shutting_down) {
+      if (shutting_down_) {
         core::log::warn("second signal: exiting now");
         std::_Exit(1);
       }
-      shutting_down = true;
+      shutting_down_ = true;
       core::log::info("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-      admin_state.readiness = admin::Readiness::draining;
-      shared.draining = true;
-      grace_end = Clock::now() + config->limits.drain_delay + config->limits.shutdown_grace;
-      shutdown_timer.expires_after(config->limits.drain_delay);
-      shutdown_timer.async_wait([&](boost::system::error_code tec) {
+      admin_state_.readiness = admin::Readiness::draining;
+      shared_.draining = true;
+      grace_end_ = Clock::now() + config_->limits.drain_delay + config_->limits.shutdown_grace;
+      shutdown_timer_.expires_after(config_->limits.drain_delay);
+      shutdown_timer_.async_wait([this](boost::system::error_code tec) {
         if (tec) return;
-        for (std::size_t i = 0; i < threads.size(); ++i)
-          asio::post(threads[i]->io(), [mine = &acceptors[i], ctx = threads[i].get()] {
-            for (auto& a : *mine) a->close();
+        std::lock_guard lock(listeners_mutex_);
+        for (unsigned i = 0; i < nthreads_; ++i) {
+          std::vector<Acceptor*> mine;
+          for (auto& l : listeners_) mine.push_back(l->per_thread[i].get());
+          asio::post(threads_[i]->io(), [mine, ctx = threads_[i].get()] {
+            for (auto* a : mine) a->close();
             ctx->drain_sessions();
           });
+        }
         poll_done();
       });
       wait_signal();
     });
-  };
-  wait_signal();
+  }
 
-  // Ready once every worker has had its first probe (answered or timed
-  // out): traffic before that would only wait in the queue.
-  HealthChecker health(admin_io, shared.runtime.load());
-  health.start([&] {
-    if (admin_state.readiness == admin::Readiness::starting) {
-      admin_state.readiness = admin::Readiness::serving;
-      core::log::info("ready", {{"threads", std::to_string(nthreads), true}});
+  void poll_done() {
+    std::uint64_t open = shared_.client_connections.load();
+    if (open == 0 || Clock::now() >= grace_end_) {
+      if (open) core::log::warn("shutdown grace over, cutting connections", {{"connections", std::to_string(open), true}});
+      for (auto& t : threads_) t->io().stop();
+      admin_io_.stop();
+      return;
     }
-  });
-  admin_io.run();
-  health.stop();
+    for (auto& t : threads_) asio::post(t->io(), [ctx = t.get()] { ctx->drain_sessions(); });
+    shutdown_timer_.expires_after(std::chrono::milliseconds(50));
+    shutdown_timer_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) poll_done();
+    });
+  }
 
-  for (auto& w : workers) w.join();
-  for (auto& t : threads) t->flush_access_log();
-  core::log::info("stopped");
-  // Sessions cut at the end of the grace period are still owned by handlers
-  // inside the stopped io_contexts; destroying those would run session
-  // destructors against half-destroyed thread contexts. The process exits
-  // next, so the contexts are deliberately left to the OS.
-  acceptors.clear();
-  for (auto& t : threads) (void)t.release();
-  return exit_code;
+  std::shared_ptr<const config::Config> config_;
+  const unsigned nthreads_;
+  proxy::Shared shared_;
+  std::unique_ptr<auth::KeyRegistry> registry_;
+  std::vector<std::unique_ptr<proxy::ThreadContext>> threads_;
+  std::mutex listeners_mutex_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::thread> workers_;
+
+  asio::io_context admin_io_{1};
+  admin::AdminState admin_state_;
+  std::unique_ptr<admin::AdminServer> admin_server_;
+  std::unique_ptr<HealthChecker> health_;
+  asio::signal_set signals_{admin_io_, SIGTERM, SIGINT, SIGHUP};
+  asio::steady_timer shutdown_timer_{admin_io_};
+  bool shutting_down_ = false;
+  Clock::time_point grace_end_{};
+
+  asio::io_context store_io_{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> store_guard_{store_io_.get_executor()};
+  std::thread store_thread_;
+  asio::steady_timer flush_timer_{store_io_};
+  asio::steady_timer watch_timer_{store_io_};
+  std::string watched_config_;
+  std::string last_store_error_;
+  std::mutex reload_mutex_;
+  std::uint64_t reloads_ok_ = 0;
+  std::uint64_t reloads_failed_ = 0;
+};
+
+}  // namespace
+
+int run_server(std::shared_ptr<const config::Config> config, std::unique_ptr<auth::KeyStore> store) {
+  Server server(std::move(config), std::move(store));
+  return server.run();
 }
 
 }  // namespace frontdoor::server

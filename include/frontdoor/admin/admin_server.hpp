@@ -10,12 +10,19 @@
 #include <memory>
 #include <string>
 
+#include "frontdoor/auth/key_registry.hpp"
 #include "frontdoor/config/config.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
 
 namespace frontdoor::admin {
 
 enum class Readiness { starting, serving, draining };
+
+// What the admin API acts on besides the shared snapshots.
+struct AdminHooks {
+  auth::KeyRegistry* registry = nullptr;
+  std::function<std::string()> reload;  // "" on success, else why nothing changed
+};
 
 struct AdminState {
   std::atomic<Readiness> readiness{Readiness::starting};
@@ -26,7 +33,8 @@ class AdminServer {
   // Binds at once (throws boost::system::system_error when it cannot).
   // `shared` gives the key set (admin requests authenticate with the same
   // Bearer keys, by their management level) and the live worker state.
-  AdminServer(boost::asio::io_context& io, const config::Admin& cfg, AdminState& state, proxy::Shared& shared);
+  AdminServer(boost::asio::io_context& io, const config::Admin& cfg, AdminState& state, proxy::Shared& shared,
+              AdminHooks hooks);
   ~AdminServer();
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   void start();

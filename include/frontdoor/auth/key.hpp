@@ -1,7 +1,10 @@
 #pragma once
 // One API key as stored (SPEC §3) and the immutable snapshot of all keys
 // that the request path reads.
+#include <atomic>
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +28,29 @@ struct RateLimit {
   std::uint64_t max_concurrent = 0;  // 0 = unlimited
 };
 
+// Mutable per-key state that lives beside the immutable snapshots and
+// survives their swaps (STYLE "Immutable snapshots"): usage and rate-limit
+// state. Created on a key's first use and never freed while the process
+// runs, so the request path may keep a plain pointer.
+struct KeyRuntime {
+  explicit KeyRuntime(std::string key_id, std::uint64_t stored_total)
+      : id(std::move(key_id)), base_total(stored_total) {}
+  const std::string id;
+  const std::uint64_t base_total;                 // requests_total in the store when first used
+  std::atomic<std::int64_t> last_used{0};         // unix seconds; 0 = not used by this process
+  std::atomic<std::uint64_t> requests{0};         // counted by this process
+  std::atomic<std::uint32_t> in_flight{0};        // for rate_limit.max_concurrent
+  // Token bucket (rate_limit.rps, burst): guarded by bucket_mutex, used
+  // only by keys that have a rate limit.
+  std::mutex bucket_mutex;
+  double tokens = -1;                             // < 0: not started (full)
+  std::int64_t refilled_ns = 0;
+  // Flush bookkeeping (the registry's thread only).
+  std::uint64_t flushed_requests = 0;
+  std::int64_t flushed_last_used = 0;
+  KeyRuntime* next_in_list = nullptr;             // registry's list of all runtimes
+};
+
 struct Key {
   std::string id;
   std::string name;
@@ -42,13 +68,32 @@ struct Key {
   std::optional<RateLimit> rate_limit;
   std::uint64_t requests_total = 0;
 
+  Key() = default;
+  Key(const Key& o) { *this = o; }
+  Key& operator=(const Key& o);
+  Key(Key&& o) noexcept { *this = o; }
+  Key& operator=(Key&& o) noexcept { return *this = static_cast<const Key&>(o); }
+
   // Access for an endpoint id: legacy_access if set, else the endpoint's
   // entry, else default_access.
   Access access_for(std::string_view endpoint) const noexcept;
   bool expired_at(core::UnixSeconds now) const noexcept {
     return expires_at && *expires_at <= now;
   }
+
+  // The key's runtime state, created on first use (lock-free; see
+  // KeyRuntime). A copy of the key shares it, so an admin change or a
+  // reload that keeps the key keeps its usage and rate-limit state.
+  KeyRuntime& runtime() const;
+  KeyRuntime* runtime_if_any() const noexcept { return runtime_.load(std::memory_order_acquire); }
+  void adopt_runtime(KeyRuntime* rt) const noexcept { runtime_.store(rt, std::memory_order_release); }
+
+ private:
+  mutable std::atomic<KeyRuntime*> runtime_{nullptr};
 };
+
+// Visits every KeyRuntime ever created (for the usage flush).
+void for_each_key_runtime(const std::function<void(KeyRuntime&)>& f);
 
 struct DigestHash {
   std::size_t operator()(const Digest& d) const noexcept {
@@ -59,31 +104,41 @@ struct DigestHash {
   }
 };
 
-// Immutable after construction; shared across threads as shared_ptr<const KeySet>.
+// Immutable after construction; shared across threads as
+// shared_ptr<const KeySet>. A large base set plus a small overlay of changed
+// and deleted keys: an admin change or an incremental reload builds a new
+// KeySet that shares the base and copies only the overlay, so a change to a
+// million-key store costs microseconds and no request waits for it. The
+// registry folds the overlay into a new base when it grows (compact()).
 class KeySet {
  public:
-  KeySet() = default;
+  KeySet();
   // Throws std::invalid_argument on a duplicate id or a duplicate hash.
   explicit KeySet(std::vector<Key> keys);
-  // by_id_ holds views into keys_: a copy rebuilds the index so that it never
-  // points into the source; a move keeps the heap buffers and so stays valid.
-  KeySet(const KeySet& other);
-  KeySet& operator=(const KeySet& other);
-  KeySet(KeySet&&) noexcept = default;
-  KeySet& operator=(KeySet&&) noexcept = default;
+
+  // A new set with `upserts` (whole keys, by id) and `removed` ids applied.
+  // Throws std::invalid_argument when a hash would belong to two keys.
+  std::shared_ptr<const KeySet> with_changes(const std::vector<Key>& upserts,
+                                             const std::vector<std::string>& removed) const;
+  // The same keys in a fresh base, without overlay.
+  std::shared_ptr<const KeySet> compact() const;
+  std::size_t overlay_size() const noexcept;
 
   // O(1); compares digests in constant time. nullptr when unknown.
   const Key* find_by_hash(const Digest& d) const noexcept;
   const Key* find_by_id(std::string_view id) const noexcept;
-  const std::vector<Key>& keys() const noexcept { return keys_; }
-  std::size_t size() const noexcept { return keys_.size(); }
+  std::size_t size() const noexcept { return size_; }
+  // Every live key, base order first, then the overlay's additions.
+  void for_each(const std::function<void(const Key&)>& f) const;
+  // Every live key, copied (tests, export).
+  std::vector<Key> keys() const;
 
  private:
-  void build_index();
-
-  std::vector<Key> keys_;
-  std::unordered_map<Digest, std::uint32_t, DigestHash> by_hash_;
-  std::unordered_map<std::string_view, std::uint32_t> by_id_;
+  struct Base;
+  struct Overlay;
+  std::shared_ptr<const Base> base_;
+  std::shared_ptr<const Overlay> overlay_;  // nullptr when empty
+  std::size_t size_ = 0;
 };
 
 }  // namespace frontdoor::auth

@@ -69,6 +69,7 @@ struct DownstreamResponse {
   std::optional<std::uint64_t> content_length;
   bool keep_alive = true;
   bool http10_client = false;  // HTTP/1.0 client: no chunked; keep-alive explicit
+  std::string_view extra_headers;  // complete lines added by frontdoor (RateLimit-*)
 };
 
 // Appends the rewritten response head for the client to `out`.

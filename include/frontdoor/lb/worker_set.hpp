@@ -98,6 +98,12 @@ struct Runtime {
   std::vector<std::unique_ptr<EndpointState>> endpoints;  // same order as config->endpoints
   EndpointState* find(std::string_view id) const noexcept;
 
+  // After a reload: workers that exist in `previous` (same endpoint, same
+  // address) keep their health, so traffic does not pause for a probe;
+  // workers of `previous` that are gone turn `draining` there (their
+  // requests in flight finish on the old runtime).
+  void inherit(const Runtime& previous);
+
  private:
   std::unordered_map<std::string_view, EndpointState*> by_id_;
 };

@@ -133,7 +133,19 @@ class ThreadContext {
     std::vector<std::unique_ptr<UpstreamConn>> idle;  // most recent last
     Clock::duration max_age{};
   };
-  std::unordered_map<const lb::WorkerState*, Pool> pools_;
+  // By worker address, not by WorkerState: a reload replaces the states
+  // but a connection to the same address stays good.
+  struct EndpointHash {
+    std::size_t operator()(const boost::asio::ip::tcp::endpoint& e) const noexcept {
+      std::size_t h = std::hash<unsigned short>()(e.port());
+      auto a = e.address();
+      if (a.is_v4()) return h ^ (std::hash<std::uint32_t>()(a.to_v4().to_uint()) << 1);
+      auto b = a.to_v6().to_bytes();
+      for (auto c : b) h = h * 131 + c;
+      return h;
+    }
+  };
+  std::unordered_map<boost::asio::ip::tcp::endpoint, Pool, EndpointHash> pools_;
   core::log::LineBuffer access_log_;
   std::vector<boost::beast::flat_buffer> spare_buffers_;
   std::uint64_t rng_state_ = 0;

@@ -151,7 +151,7 @@ TEST(KeySet, LookupsAndDuplicates) {
   const KeySet copy = *original;
   original.reset();
   ASSERT_NE(copy.find_by_id("key_0"), nullptr);
-  EXPECT_EQ(copy.find_by_id("key_0"), &copy.keys()[0]);
+  EXPECT_EQ(copy.find_by_id("key_0")->id, "key_0");
 
   auto dup_id = keys;
   dup_id[1].id = "key_0";

@@ -262,11 +262,8 @@ TEST(KeyStore, ErrorsNameFileLineAndField) {
   EXPECT_EQ(load_error(dir, head + "    legacy_access: read\n    endpoints: { \"*\": read }\n"),
             "keys.yaml:4: keys[0].legacy_access: a legacy key has no endpoints map; set either "
             "legacy_access or endpoints");
-  EXPECT_EQ(load_error(dir, head + "    rate_limit: { rps: 50, burst: 100, max_concurrent: 8 }\n"),
-            "keys.yaml:4: keys[0].rate_limit: per-key rate limits are not supported yet");
   EXPECT_EQ(load_error(dir, head + "    rate_limit: { rps: 50, brust: 100 }\n"),
-            "keys.yaml:4: keys[0].rate_limit.brust: unknown field\n"
-            "keys.yaml:4: keys[0].rate_limit: per-key rate limits are not supported yet");
+            "keys.yaml:4: keys[0].rate_limit.brust: unknown field");
   EXPECT_EQ(load_error(dir, "keys: []\nendpoints: {}\n"), "keys.yaml:2: endpoints: unknown field");
   EXPECT_EQ(load_error(dir, "keys: []\nkeys: []\n"), "keys.yaml:2: keys: duplicate field");
   EXPECT_EQ(load_error(dir, head + "    id: key_b\n"), "keys.yaml:4: keys[0].id: duplicate field");
