@@ -79,6 +79,13 @@ Behavior Behavior::never_answer() {
   return b;
 }
 
+Behavior Behavior::raw_then_close(std::string bytes) {
+  Behavior b;
+  b.kind = Kind::raw_then_close;
+  b.body = std::move(bytes);
+  return b;
+}
+
 namespace {
 
 const char* reason_for(int status) {
@@ -217,23 +224,38 @@ std::string echo_json(const RecordedRequest& r) {
 FakeWorker::FakeWorker() {
   default_ = Behavior::echo();
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd_ < 0) return;
+  listen_on(0);
+}
+
+bool FakeWorker::listen_on(std::uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || stop_fd_ < 0) return;
+  if (fd < 0) return false;
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(port);
   socklen_t len = sizeof addr;
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0 ||
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     ::close(fd);
-    return;
+    return false;
   }
   port_ = ntohs(addr.sin_port);
   listen_fd_ = fd;
   acceptor_ = std::thread([this] { accept_loop(); });
+  return true;
+}
+
+bool FakeWorker::restart() {
+  if (!stopping_.load()) return ok();
+  if (stop_fd_ < 0 || port_ == 0) return false;
+  std::uint64_t v;
+  [[maybe_unused]] auto n = ::read(stop_fd_, &v, sizeof v);  // reset the stop event
+  stopping_.store(false);
+  return listen_on(port_);
 }
 
 FakeWorker::~FakeWorker() {
@@ -276,6 +298,21 @@ void FakeWorker::set_health_path(std::string path) {
   health_path_ = std::move(path);
 }
 
+void FakeWorker::set_health_status(int status) {
+  std::lock_guard lk(mu_);
+  by_path_[health_path_] = Behavior::fixed(status);
+}
+
+void FakeWorker::set_delay(std::chrono::milliseconds d) {
+  std::lock_guard lk(mu_);
+  delay_ = d;
+}
+
+void FakeWorker::set_health_delay(std::chrono::milliseconds d) {
+  std::lock_guard lk(mu_);
+  health_delay_ = d;
+}
+
 Behavior FakeWorker::behavior_for(const std::string& path) const {
   std::lock_guard lk(mu_);
   auto it = by_path_.find(path);
@@ -297,6 +334,18 @@ std::size_t FakeWorker::heads_received() const {
 std::size_t FakeWorker::health_probes() const {
   std::lock_guard lk(mu_);
   return probes_;
+}
+std::vector<int> FakeWorker::probe_statuses() const {
+  std::lock_guard lk(mu_);
+  return probe_statuses_;
+}
+int FakeWorker::in_flight() const {
+  std::lock_guard lk(mu_);
+  return in_flight_;
+}
+int FakeWorker::max_in_flight() const {
+  std::lock_guard lk(mu_);
+  return max_in_flight_;
 }
 std::size_t FakeWorker::parse_errors() const {
   std::lock_guard lk(mu_);
@@ -320,6 +369,7 @@ void FakeWorker::clear() {
   log_.clear();
   heads_ = 0;
   parse_errors_ = 0;
+  max_in_flight_ = in_flight_;
 }
 
 template <class Pred>
@@ -343,9 +393,21 @@ bool FakeWorker::wait_for_connections_closed(int n, std::chrono::milliseconds ti
 bool FakeWorker::wait_for_peer_aborts(int n, std::chrono::milliseconds timeout) const {
   return wait_until([&] { return aborts_ >= n; }, timeout);
 }
+bool FakeWorker::wait_for_in_flight(int n, std::chrono::milliseconds timeout) const {
+  return wait_until([&] { return in_flight_ >= n; }, timeout);
+}
+bool FakeWorker::wait_for_probe_status(int status, std::size_t n,
+                                       std::chrono::milliseconds timeout) const {
+  return wait_until(
+      [&] {
+        std::size_t k = 0;
+        for (int s : probe_statuses_) k += s == status;
+        return k >= n;
+      },
+      timeout);
+}
 
 void FakeWorker::accept_loop() {
-  int conn_no = 0;
   for (;;) {
     pollfd p[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
     int rc = ::poll(p, 2, -1);
@@ -355,12 +417,12 @@ void FakeWorker::accept_loop() {
     if (fd < 0) continue;
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int conn_no = 0;  // 1-based, continued across restart()
     {
       std::lock_guard lk(mu_);
-      ++accepted_;
+      conn_no = ++accepted_;
     }
     cv_.notify_all();
-    ++conn_no;
     std::lock_guard lk(threads_mu_);
     conn_threads_.emplace_back([this, fd, conn_no] { serve(fd, conn_no); });
   }
@@ -370,7 +432,18 @@ void FakeWorker::serve(int fd, int conn_no) {
   Conn conn(fd, stop_fd_);
   std::string buf;
   bool aborted = false;
+  bool counted = false;  // the current request counts in in_flight_
+  auto end_flight = [&] {
+    if (!counted) return;
+    counted = false;
+    {
+      std::lock_guard lk(mu_);
+      --in_flight_;
+    }
+    cv_.notify_all();
+  };
   auto finish = [&] {
+    end_flight();
     ::close(fd);
     {
       std::lock_guard lk(mu_);
@@ -458,15 +531,30 @@ void FakeWorker::serve(int fd, int conn_no) {
       // A behaviour registered for the health path sets the status (to make
       // the worker unhealthy); otherwise probes get 200.
       int status = 200;
+      std::chrono::milliseconds health_delay{0};
+      {
+        std::lock_guard lk(mu_);
+        health_delay = health_delay_;
+      }
+      if (health_delay.count() > 0 && conn.pause(health_delay, buf) != Wait::timeout)
+        return finish();
       {
         std::lock_guard lk(mu_);
         if (auto it = by_path_.find(health_path); it != by_path_.end()) status = it->second.status;
+        probe_statuses_.push_back(status);
       }
-      std::string body = status == 200 ? R"({"status":"healthy"})" : R"({"status":"unhealthy"})";
-      if (!conn.send_all(head_bytes(status, {{"Content-Type", "application/json"},
-                                             {"Content-Length", std::to_string(body.size())}}) +
-                         body))
-        return finish();
+      cv_.notify_all();
+      std::string answer;
+      if (status == 204) {  // no content: neither a body nor a Content-Length
+        answer = head_bytes(status, {});
+      } else {
+        std::string body =
+            status / 100 == 2 ? R"({"status":"healthy"})" : R"({"status":"unhealthy"})";
+        answer = head_bytes(status, {{"Content-Type", "application/json"},
+                                     {"Content-Length", std::to_string(body.size())}}) +
+                 body;
+      }
+      if (!conn.send_all(answer)) return finish();
       if (client_close) return finish();
       continue;
     }
@@ -475,11 +563,20 @@ void FakeWorker::serve(int fd, int conn_no) {
     {
       std::lock_guard lk(mu_);
       log_.push_back(rec);
+      if (b.first_byte_delay.count() == 0) b.first_byte_delay = delay_;
+      ++in_flight_;
+      max_in_flight_ = std::max(max_in_flight_, in_flight_);
+      counted = true;
     }
     cv_.notify_all();
 
     // --- answer
     if (b.kind == Behavior::Kind::close_without_answer) return finish();
+    if (b.kind == Behavior::Kind::raw_then_close) {
+      end_flight();
+      conn.send_all(b.body);
+      return finish();
+    }
     if (b.kind == Behavior::Kind::never_answer) {
       aborted = conn.pause(std::chrono::milliseconds(-1), buf) == Wait::peer_closed;
       return finish();
@@ -526,11 +623,23 @@ void FakeWorker::serve(int fd, int conn_no) {
     if (b.connection_close) headers.emplace_back("Connection", "close");
     for (const auto& h : b.headers) headers.push_back(h);
 
-    if (!conn.send_all(head_bytes(status, headers))) {
+    // A plain answer goes in one write; the request stops counting as in
+    // flight just before the last write of its answer, so that a proxy that
+    // reacts to the answer never sees it still counted.
+    const bool streamed = !is_head && !no_body && (b.kind == Behavior::Kind::sse || chunked);
+    if (!streamed) {
+      std::string all = head_bytes(status, headers);
+      if (!is_head && !no_body) all += body;
+      end_flight();
+      if (!conn.send_all(all)) {
+        aborted = true;
+        return finish();
+      }
+    } else if (!conn.send_all(head_bytes(status, headers))) {
       aborted = true;
       return finish();
     }
-    if (!is_head && !no_body) {
+    if (streamed) {
       if (b.kind == Behavior::Kind::sse) {
         for (int i = 0; i < b.sse_events; ++i) {
           if (i > 0) {
@@ -544,6 +653,7 @@ void FakeWorker::serve(int fd, int conn_no) {
             return finish();
           }
         }
+        end_flight();
         if (!conn.send_all("0\r\n\r\n")) return finish();
       } else if (chunked) {
         constexpr std::size_t kChunk = 65536;
@@ -556,12 +666,11 @@ void FakeWorker::serve(int fd, int conn_no) {
           }
           rest.remove_prefix(n);
         }
+        end_flight();
         if (!conn.send_all("0\r\n\r\n")) return finish();
-      } else if (!conn.send_all(body)) {
-        aborted = true;
-        return finish();
       }
     }
+    end_flight();
     if (close_after) return finish();
   }
 }

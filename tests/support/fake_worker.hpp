@@ -46,6 +46,7 @@ struct Behavior {
     large_body,            // large_size pattern bytes, Content-Length or chunked
     close_without_answer,  // read the request, then close
     never_answer,          // read the request, then wait until the peer or the worker stops
+    raw_then_close,        // read the request, send `body` as raw bytes, then close
   };
   Kind kind = Kind::fixed;
   int status = 200;
@@ -65,6 +66,8 @@ struct Behavior {
   static Behavior large(std::size_t size, bool chunked);
   static Behavior close_without_answer();
   static Behavior never_answer();
+  // E.g. half a response head, to fail an exchange after a response byte.
+  static Behavior raw_then_close(std::string bytes);
 };
 
 class FakeWorker {
@@ -87,12 +90,28 @@ class FakeWorker {
   // Health probes: requests to this path answer 200 {"status":"healthy"} and
   // are not recorded (default "/ping"; empty = record everything).
   void set_health_path(std::string path);
+  // The status health probes get from now on (200 ready, 204 initializing,
+  // 500 unhealthy...); same as on(health_path, Behavior::fixed(status)).
+  void set_health_status(int status);
+  // Extra wait before answering every recorded request whose behaviour has
+  // no first_byte_delay of its own (0 = none), e.g. to make a worker slow.
+  void set_delay(std::chrono::milliseconds d);
+  // Wait before answering each health probe (0 = none); a probe still waiting
+  // when the worker stops gets no answer.
+  void set_health_delay(std::chrono::milliseconds d);
 
   std::vector<RecordedRequest> requests() const;
   std::size_t request_count() const;
   // Request heads parsed (recorded or not yet complete), health probes excluded.
   std::size_t heads_received() const;
   std::size_t health_probes() const;
+  // The status of every health probe answered, in order.
+  std::vector<int> probe_statuses() const;
+  // Requests being handled now: from being recorded until just before the
+  // last byte of their answer is written (or their connection ends).
+  int in_flight() const;
+  // The most requests ever in flight at once (since start or clear()).
+  int max_in_flight() const;
   std::size_t parse_errors() const;
   int connections_accepted() const;
   int connections_closed() const;  // connections whose handling ended (any reason)
@@ -104,10 +123,17 @@ class FakeWorker {
   bool wait_for_health_probes(std::size_t n, std::chrono::milliseconds timeout) const;
   bool wait_for_connections_closed(int n, std::chrono::milliseconds timeout) const;
   bool wait_for_peer_aborts(int n, std::chrono::milliseconds timeout) const;
+  bool wait_for_in_flight(int n, std::chrono::milliseconds timeout) const;  // in_flight() >= n
+  // Waits until `n` probes were answered with `status` (counted over probe_statuses()).
+  bool wait_for_probe_status(int status, std::size_t n, std::chrono::milliseconds timeout) const;
   void clear();
 
-  // Stops accepting and closes every connection; idempotent.
+  // Stops accepting and closes every connection; idempotent. The port then
+  // refuses connections.
   void stop();
+  // After stop(): listens again on the same port (counters and the request
+  // log are kept). True when listening (also when it was not stopped).
+  bool restart();
 
  private:
   void accept_loop();
@@ -126,6 +152,11 @@ class FakeWorker {
   Behavior default_;
   std::map<std::string, Behavior> by_path_;
   std::string health_path_ = "/ping";
+  std::chrono::milliseconds delay_{0};
+  std::chrono::milliseconds health_delay_{0};
+  std::vector<int> probe_statuses_;
+  int in_flight_ = 0;
+  int max_in_flight_ = 0;
   std::vector<RecordedRequest> log_;
   std::size_t heads_ = 0;
   std::size_t probes_ = 0;
@@ -133,6 +164,8 @@ class FakeWorker {
   int accepted_ = 0;
   int closed_ = 0;
   int aborts_ = 0;
+
+  bool listen_on(std::uint16_t port);
 
   std::thread acceptor_;
   std::mutex threads_mu_;

@@ -111,11 +111,15 @@ std::string ProxyHarness::config_yaml() const {
         y << (i ? ", " : " ") << quoted(ep.workers[i]);
       y << " ]\n";
       y << "    balance: " << ep.balance << "\n";
-      y << "    queue: { max: 1024, timeout: " << ep.queue_timeout << " }\n";
+      y << "    max_concurrency: " << ep.max_concurrency << "\n";
+      y << "    queue: { max: " << ep.queue_max << ", timeout: " << ep.queue_timeout << " }\n";
       y << "    health: { path: " << ep.health_path << ", interval: " << ep.health_interval
-        << ", timeout: 1s, unhealthy_after: 2, healthy_after: 1 }\n";
+        << ", timeout: " << ep.health_timeout << ", unhealthy_after: " << ep.unhealthy_after
+        << ", healthy_after: " << ep.healthy_after << " }\n";
       y << "    timeouts: { connect: " << ep.connect << ", first_byte: " << ep.first_byte
         << ", idle: " << ep.idle << " }\n";
+      y << "    pool: { max_idle: " << ep.pool_max_idle
+        << ", idle_timeout: " << ep.pool_idle_timeout << " }\n";
       y << "    retries: " << ep.retries << "\n";
     }
   }
@@ -224,7 +228,63 @@ HttpResponse ProxyHarness::request(std::string_view method, std::string_view tar
   return do_request(proxy_port(), method, target, headers, body, timeout);
 }
 
+HttpResponse ProxyHarness::admin_request(std::string_view method, std::string_view target,
+                                         const Headers& headers, milliseconds timeout) const {
+  return do_request(admin_port_, method, target, headers, {}, timeout);
+}
+
 std::string ProxyHarness::stdout_text() const { return child_.stdout_text(); }
+
+std::vector<json::object> ProxyHarness::log_lines() const {
+  std::vector<json::object> out;
+  std::string text = stderr_text();
+  for (auto line : lines_of(text))
+    if (auto o = parse_object(line)) out.push_back(std::move(*o));
+  return out;
+}
+
+namespace {
+
+bool is_state_change(const json::object& o, std::string_view worker) {
+  return str_field(o, "msg") == "worker state" &&
+         (worker.empty() || str_field(o, "worker") == worker);
+}
+
+}  // namespace
+
+std::vector<json::object> ProxyHarness::worker_state_changes(std::string_view worker) const {
+  std::vector<json::object> out;
+  for (auto& o : log_lines())
+    if (is_state_change(o, worker)) out.push_back(std::move(o));
+  return out;
+}
+
+bool ProxyHarness::wait_for_log(const std::function<bool(const json::object&)>& match,
+                                std::size_t n, milliseconds timeout) const {
+  return child_.wait_output(
+      [&](const std::string&, const std::string& err) {
+        std::size_t count = 0;
+        for (auto line : lines_of(err))
+          if (auto o = parse_object(line); o && match(*o)) ++count;
+        return count >= n;
+      },
+      timeout);
+}
+
+bool ProxyHarness::wait_for_worker_state(std::string_view worker, std::string_view to,
+                                         milliseconds timeout, std::size_t n) const {
+  return child_.wait_output(
+      [&](const std::string&, const std::string& err) {
+        std::size_t count = 0;
+        for (auto line : lines_of(err)) {
+          if (line.find("worker state") == std::string_view::npos) continue;
+          auto o = parse_object(line);
+          if (o && is_state_change(*o, worker) && str_field(*o, "to") == to) ++count;
+        }
+        return count >= n;
+      },
+      timeout);
+}
 
 std::string ProxyHarness::stderr_text() const { return child_.stderr_text(); }
 

@@ -15,6 +15,7 @@
 // Every wait is bounded. The destructor stops the child (SIGTERM, then
 // SIGKILL after 5 s) and removes the directory (kept when FD_KEEP_TMP is set).
 #include <boost/json/object.hpp>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -49,6 +50,15 @@ struct EndpointSpec {
   std::string health_path = "/ping";
   std::string health_interval = "1s";
   unsigned retries = 1;
+  // Appended after the fields above, so that designated initializers of the
+  // older tests stay in declaration order.
+  unsigned max_concurrency = 0;  // per worker in flight, 0 = unlimited
+  unsigned queue_max = 1024;
+  std::string health_timeout = "1s";
+  unsigned unhealthy_after = 2;
+  unsigned healthy_after = 1;
+  unsigned pool_max_idle = 64;
+  std::string pool_idle_timeout = "4s";
 };
 
 struct HarnessConfig {
@@ -97,8 +107,27 @@ class ProxyHarness {
                        std::string_view body = {},
                        std::chrono::milliseconds timeout = kDefaultTimeout) const;
 
+  // One request on a fresh connection to the admin listener.
+  HttpResponse admin_request(std::string_view method, std::string_view target,
+                             const Headers& headers,
+                             std::chrono::milliseconds timeout = kDefaultTimeout) const;
+
   std::string stdout_text() const;
   std::string stderr_text() const;
+  // stderr lines that parse as JSON objects (the server's own log).
+  std::vector<boost::json::object> log_lines() const;
+  // Waits until at least `n` log lines (JSON objects on stderr) satisfy `match`.
+  // The log reaches the harness through a pipe and a reader thread: a line
+  // written before a response was sent may still be on its way when the
+  // response arrives, so wait for it rather than read the log at once.
+  bool wait_for_log(const std::function<bool(const boost::json::object&)>& match, std::size_t n,
+                    std::chrono::milliseconds timeout) const;
+  // Log lines {"msg":"worker state", "endpoint", "worker", "from", "to", "probe"}
+  // for `worker` ("127.0.0.1:PORT"; empty = any worker).
+  std::vector<boost::json::object> worker_state_changes(std::string_view worker = {}) const;
+  // Waits until `worker` has changed into state `to` at least `n` times.
+  bool wait_for_worker_state(std::string_view worker, std::string_view to,
+                             std::chrono::milliseconds timeout, std::size_t n = 1) const;
   // stdout lines that parse as JSON objects (the access log).
   std::vector<boost::json::object> access_log() const;
   bool wait_for_access_log(std::size_t lines, std::chrono::milliseconds timeout) const;

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <iostream>
+#include <thread>
 
 namespace frontdoor::test {
 
@@ -48,6 +49,53 @@ namespace json = boost::json;
     return fail("unexpected WWW-Authenticate");
   }
   return ::testing::AssertionSuccess();
+}
+
+std::optional<json::object> endpoint_status(const ProxyHarness& proxy, const std::string& token,
+                                            std::string_view id) {
+  auto r = proxy.admin_request("GET", "/v1/endpoints", {{"Host", "admin"}, bearer(token)},
+                               std::chrono::milliseconds(2000));
+  if (r.status != 200) return std::nullopt;
+  boost::system::error_code ec;
+  auto v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  auto* eps = v.as_object().if_contains("endpoints");
+  if (!eps || !eps->is_array()) return std::nullopt;
+  for (const auto& e : eps->as_array())
+    if (e.is_object() && json_str(e.as_object(), "id") == id) return e.as_object();
+  return std::nullopt;
+}
+
+std::optional<json::object> worker_status(const json::object& endpoint, std::string_view address) {
+  auto* ws = endpoint.if_contains("workers");
+  if (!ws || !ws->is_array()) return std::nullopt;
+  for (const auto& w : ws->as_array())
+    if (w.is_object() && json_str(w.as_object(), "address") == address) return w.as_object();
+  return std::nullopt;
+}
+
+std::string json_str(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+std::int64_t json_int(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  if (!v) return -1;
+  if (v->is_int64()) return v->as_int64();
+  if (v->is_uint64()) return static_cast<std::int64_t>(v->as_uint64());
+  return -1;
+}
+
+bool wait_for_endpoint(const ProxyHarness& proxy, const std::string& token, std::string_view id,
+                       const std::function<bool(const json::object&)>& pred,
+                       std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (auto ep = endpoint_status(proxy, token, id); ep && pred(*ep)) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 void ProxyTest::add_default_endpoint(EndpointSpec spec) {

@@ -4,6 +4,9 @@
 // "Error responses").
 #include <gtest/gtest.h>
 
+#include <boost/json/object.hpp>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -23,6 +26,26 @@ namespace frontdoor::test {
 // Bounded waits used across the integration tests: generous enough for a
 // loaded 2-core CI machine, short enough that a hang fails fast.
 inline constexpr std::chrono::milliseconds kWait{5000};
+
+// --- Admin GET /v1/endpoints (SPEC §5), read with a key that has management
+// read or read_write.
+
+// The object of endpoint `id` in GET /v1/endpoints; nullopt when the answer
+// is not a 200 JSON document holding it.
+std::optional<boost::json::object> endpoint_status(const ProxyHarness& proxy,
+                                                   const std::string& token, std::string_view id);
+// The entry of `workers` whose "address" is `address` ("127.0.0.1:PORT").
+std::optional<boost::json::object> worker_status(const boost::json::object& endpoint,
+                                                 std::string_view address);
+// A string / integer field of a JSON object ("" / -1 when absent or of another type).
+std::string json_str(const boost::json::object& o, std::string_view key);
+std::int64_t json_int(const boost::json::object& o, std::string_view key);
+// Polls GET /v1/endpoints until `pred(endpoint object)` holds. Worker states
+// and queue lengths are states to observe, not events we can be told about,
+// so this asks again after a short pause (bounded by `timeout`).
+bool wait_for_endpoint(const ProxyHarness& proxy, const std::string& token, std::string_view id,
+                       const std::function<bool(const boost::json::object&)>& pred,
+                       std::chrono::milliseconds timeout);
 
 class ProxyTest : public ::testing::Test {
  protected:
