@@ -15,6 +15,9 @@
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/core/reason.hpp"
 #include "frontdoor/core/time.hpp"
+#include "frontdoor/http/message.hpp"
+
+#include <openssl/rand.h>
 
 namespace frontdoor::admin {
 
@@ -43,10 +46,26 @@ Response json_response(const Request& req, bhttp::status status, std::string bod
 // A local error in the same shape as the proxy's (SPEC §4 error responses).
 Response error_response(const Request& req, core::Reason reason) {
   const auto& i = core::info(reason);
-  boost::json::object err{{"code", i.code}, {"message", i.message}};
+  // Like the proxy's (SPEC §4): the request id is the client's when valid.
+  std::string request_id;
+  for (const auto& f : req)
+    if (f.name() == bhttp::field::unknown && beast::iequals(f.name_string(), "x-request-id") &&
+        http::valid_request_id(std::string_view(f.value().data(), f.value().size())))
+      request_id.assign(f.value().data(), f.value().size());
+  if (request_id.empty()) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    unsigned char b[16];
+    RAND_bytes(b, sizeof b);
+    for (unsigned char c : b) {
+      request_id.push_back(kHex[c >> 4]);
+      request_id.push_back(kHex[c & 15]);
+    }
+  }
+  boost::json::object err{{"code", i.code}, {"message", i.message}, {"request_id", request_id}};
   auto res = json_response(req, static_cast<bhttp::status>(i.status),
                            boost::json::serialize(boost::json::object{{"error", std::move(err)}}));
   res.set("X-Frontdoor-Error", i.code);
+  res.set("X-Request-Id", request_id);
   if (!i.www_authenticate.empty()) res.set(bhttp::field::www_authenticate, i.www_authenticate);
   return res;
 }

@@ -57,7 +57,8 @@ struct HealthChecker::Prober : std::enable_shared_from_this<Prober> {
     if (stopped) return;
     auto before = worker.health.load();
     auto after = endpoint.record(worker, result);
-    if (after != before) {
+    // unknown → initializing shows as no change: both read "initializing".
+    if (lb::to_string(after) != lb::to_string(before)) {
       auto level = after == lb::WorkerHealth::ready ? core::log::Level::info : core::log::Level::warn;
       core::log::write(level, "worker state", {{"endpoint", endpoint.config().id},
                                                {"worker", worker.address_text},

@@ -85,7 +85,7 @@ TEST_F(AdminEndpointsTest, ManagementNoneIs403) {
 // DISABLED: server bug -- the admin listener's 401/403 replies
 // (src/admin/admin_server.cpp error_response) have no "request_id" in the
 // JSON error object (and no X-Request-Id header), unlike the proxy's.
-TEST_F(AdminEndpointsTest, DISABLED_AdminErrorsHaveTheFullErrorFormat) {
+TEST_F(AdminEndpointsTest, AdminErrorsHaveTheFullErrorFormat) {
   add_default_endpoint();
   add_keys();
   start();
