@@ -8,6 +8,9 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <cstdio>
+
 #include "frontdoor/admin/keys_api.hpp"
 #include "frontdoor/auth/bearer.hpp"
 #include "frontdoor/auth/decision.hpp"
@@ -121,6 +124,98 @@ boost::json::value endpoints_json(const lb::Runtime& rt) {
   return boost::json::object{{"endpoints", std::move(endpoints)}};
 }
 
+// Prometheus text exposition format 0.0.4 (SPEC §6).
+std::string metrics_text(proxy::Shared& shared) {
+  proxy::MetricsSnapshot m;
+  for (const auto* t : shared.metrics) t->add_to(m);
+  std::string out;
+  out.reserve(4096);
+  auto label = [](std::string_view v) {  // label values: escape \, " and newline
+    std::string e;
+    for (char c : v) {
+      if (c == '\\' || c == '"') e.push_back('\\');
+      if (c == '\n') {
+        e.append("\\n");
+        continue;
+      }
+      e.push_back(c);
+    }
+    return e;
+  };
+  auto num = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return std::string(buf);
+  };
+  out += "# HELP frontdoor_build_info Version of the running frontdoor.\n# TYPE frontdoor_build_info gauge\n";
+  out += "frontdoor_build_info{version=\"" FRONTDOOR_VERSION "\"} 1\n";
+
+  out += "# HELP frontdoor_requests_total Requests answered, by endpoint (\"-\" when none was addressed) and status.\n";
+  out += "# TYPE frontdoor_requests_total counter\n";
+  std::vector<std::pair<std::string, std::uint64_t>> rows(m.requests.begin(), m.requests.end());
+  std::sort(rows.begin(), rows.end());
+  for (const auto& [k, v] : rows) {
+    auto tab = k.find('\t');
+    out += "frontdoor_requests_total{endpoint=\"" + label(k.substr(0, tab)) + "\",status=\"" + k.substr(tab + 1) +
+           "\"} " + std::to_string(v) + "\n";
+  }
+
+  out += "# HELP frontdoor_auth_total Authentication and authorization outcomes by code (\"ok\" when the request may proceed).\n";
+  out += "# TYPE frontdoor_auth_total counter\n";
+  for (auto r : {core::Reason::none, core::Reason::missing_api_key, core::Reason::invalid_api_key,
+                 core::Reason::api_key_disabled, core::Reason::api_key_expired, core::Reason::insufficient_scope,
+                 core::Reason::endpoint_not_found, core::Reason::rate_limited}) {
+    auto code = r == core::Reason::none ? std::string_view("ok") : core::info(r).code;
+    out += "frontdoor_auth_total{outcome=\"" + std::string(code) + "\"} " +
+           std::to_string(m.outcomes[static_cast<std::size_t>(r)]) + "\n";
+  }
+
+  out += "# HELP frontdoor_request_duration_seconds Time from request head to the last byte of the answer.\n";
+  out += "# TYPE frontdoor_request_duration_seconds histogram\n";
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < proxy::kDurationBuckets.size(); ++i) {
+    cumulative += m.duration[i];
+    char le[16];
+    std::snprintf(le, sizeof le, "%g", proxy::kDurationBuckets[i]);
+    out += "frontdoor_request_duration_seconds_bucket{le=\"" + std::string(le) + "\"} " +
+           std::to_string(cumulative) + "\n";
+  }
+  cumulative += m.duration.back();
+  out += "frontdoor_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
+  out += "frontdoor_request_duration_seconds_sum " + num(m.duration_sum) + "\n";
+  out += "frontdoor_request_duration_seconds_count " + std::to_string(m.duration_count) + "\n";
+
+  auto rt = shared.runtime.load();
+  out += "# HELP frontdoor_worker_state 1 for the worker's current state.\n# TYPE frontdoor_worker_state gauge\n";
+  std::string in_flight =
+      "# HELP frontdoor_worker_in_flight Requests in flight on the worker.\n# TYPE frontdoor_worker_in_flight gauge\n";
+  std::string queue =
+      "# HELP frontdoor_queue_length Requests waiting for a worker.\n# TYPE frontdoor_queue_length gauge\n";
+  for (const auto& e : rt->endpoints) {
+    auto ep = label(e->config().id);
+    for (const auto& w : e->workers()) {
+      auto state = lb::to_string(w->health.load());
+      auto labels = "endpoint=\"" + ep + "\",worker=\"" + label(w->address_text) + "\"";
+      for (std::string_view s : {"initializing", "ready", "unhealthy", "draining"})
+        out += "frontdoor_worker_state{" + labels + ",state=\"" + std::string(s) + "\"} " + (s == state ? "1" : "0") + "\n";
+      in_flight += "frontdoor_worker_in_flight{" + labels + "} " + std::to_string(w->in_flight.load()) + "\n";
+    }
+    queue += "frontdoor_queue_length{endpoint=\"" + ep + "\"} " + std::to_string(e->queue_length()) + "\n";
+  }
+  out += in_flight;
+  out += queue;
+
+  auto keys = shared.keys.load();
+  out += "# HELP frontdoor_keys Keys in the key store.\n# TYPE frontdoor_keys gauge\n";
+  out += "frontdoor_keys " + std::to_string(keys ? keys->size() : 0) + "\n";
+  out += "# HELP frontdoor_reloads_total Reloads of configuration and key store by result.\n# TYPE frontdoor_reloads_total counter\n";
+  out += "frontdoor_reloads_total{result=\"ok\"} " + std::to_string(shared.reloads_ok.load()) + "\n";
+  out += "frontdoor_reloads_total{result=\"failed\"} " + std::to_string(shared.reloads_failed.load()) + "\n";
+  out += "# HELP frontdoor_client_connections Open client connections on the proxy listeners.\n# TYPE frontdoor_client_connections gauge\n";
+  out += "frontdoor_client_connections " + std::to_string(shared.client_connections.load()) + "\n";
+  return out;
+}
+
 // The admin routes. Later issues add the key API here.
 Response handle(const Request& req, AdminState& state, proxy::Shared& shared, const AdminHooks& hooks) {
   auto target = std::string_view(req.target().data(), req.target().size());
@@ -133,6 +228,16 @@ Response handle(const Request& req, AdminState& state, proxy::Shared& shared, co
   if (path == "/healthz") {
     if (!get) return not_allowed();
     return json_response(req, bhttp::status::ok, R"({"status":"ok"})");
+  }
+  if (path == "/metrics") {
+    if (!get) return not_allowed();
+    Response res{bhttp::status::ok, req.version()};
+    res.set(bhttp::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.set(bhttp::field::cache_control, "no-store");
+    res.body() = metrics_text(shared);
+    res.keep_alive(req.keep_alive());
+    res.prepare_payload();
+    return res;
   }
   if (path == "/readyz") {
     if (!get) return not_allowed();

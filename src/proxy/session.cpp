@@ -306,8 +306,10 @@ void Session::on_request_head(std::size_t head_size) {
                                                                    : Framing::none;
   req_remaining_ = head_.content_length.value_or(0);
 
-  if (auto reason = authenticate_and_route(); reason != Reason::none) {
-    reply(reason, false, rate_headers_);
+  auto outcome = authenticate_and_route();
+  ctx_.metrics().record_outcome(outcome);
+  if (outcome != Reason::none) {
+    reply(outcome, false, rate_headers_);
     return;
   }
   if (head_.content_length && *head_.content_length > config_->limits.max_body_bytes) {
@@ -1059,6 +1061,9 @@ void Session::drain_body() {
 
 void Session::finish_request() {
   release_key_slot();
+  const auto now = Clock::now();
+  ctx_.metrics().record(endpoint_ ? std::string_view(route_.endpoint) : std::string_view(), status_,
+                        now - (started_ == Clock::time_point{} ? now : started_));
   log_access();
 }
 

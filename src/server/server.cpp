@@ -106,7 +106,10 @@ class Server {
       : config_(std::move(config)), nthreads_(std::max(1u, config_->threads)) {
     registry_ = std::make_unique<auth::KeyRegistry>(std::move(store), shared_.keys);
     shared_.runtime.publish(std::make_shared<const lb::Runtime>(config_));
-    for (unsigned i = 0; i < nthreads_; ++i) threads_.push_back(std::make_unique<proxy::ThreadContext>(shared_, i));
+    for (unsigned i = 0; i < nthreads_; ++i) {
+      threads_.push_back(std::make_unique<proxy::ThreadContext>(shared_, i));
+      shared_.metrics.push_back(&threads_.back()->metrics());
+    }
     for (const auto& l : config_->listeners) listeners_.push_back(bind_listener(l));
     admin_server_ = std::make_unique<admin::AdminServer>(
         admin_io_, config_->admin, admin_state_, shared_,
@@ -219,25 +222,25 @@ class Server {
       next = config::load_config(config_->path);
     } catch (const std::exception& e) {
       core::log::error("reload failed: configuration kept", {{"error", e.what()}});
-      ++reloads_failed_;
+      shared_.reloads_failed.fetch_add(1);
       return e.what();
     }
     if (next->keys.store != registry_->store_path()) {
       const char* why = "keys.store changed: a new key store needs a restart";
       core::log::error("reload failed: configuration kept", {{"error", why}});
-      ++reloads_failed_;
+      shared_.reloads_failed.fetch_add(1);
       return why;
     }
     try {
       registry_->reload();
     } catch (const std::exception& e) {
       core::log::error("reload failed: key store kept", {{"error", e.what()}});
-      ++reloads_failed_;
+      shared_.reloads_failed.fetch_add(1);
       return e.what();
     }
     if (auto why = apply_listeners(*next); !why.empty()) {
       core::log::error("reload failed: configuration kept", {{"error", why}});
-      ++reloads_failed_;
+      shared_.reloads_failed.fetch_add(1);
       return why;
     }
     if (next->threads != config_->threads || next->admin.address.text != config_->admin.address.text)
@@ -249,7 +252,7 @@ class Server {
     core::log::set_level(to_level(next->log.level));
     shared_.runtime.publish(runtime);
     asio::post(admin_io_, [this, runtime] { start_health(runtime, false); });
-    ++reloads_ok_;
+    shared_.reloads_ok.fetch_add(1);
     core::log::info("reloaded", {{"config", next->path}, {"keys", std::to_string(registry_->size()), true}});
     watched_config_ = file_stamp(next->path);
     return "";
@@ -441,8 +444,6 @@ class Server {
   std::string watched_config_;
   std::string last_store_error_;
   std::mutex reload_mutex_;
-  std::uint64_t reloads_ok_ = 0;
-  std::uint64_t reloads_failed_ = 0;
 };
 
 }  // namespace

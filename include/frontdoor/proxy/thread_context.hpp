@@ -21,6 +21,7 @@
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/core/snapshot.hpp"
 #include "frontdoor/lb/worker_set.hpp"
+#include "frontdoor/proxy/metrics.hpp"
 
 namespace frontdoor::proxy {
 
@@ -32,6 +33,10 @@ struct Shared {
   core::SnapshotCell<auth::KeySet> keys;
   std::atomic<std::uint64_t> client_connections{0};
   std::atomic<bool> draining{false};  // SIGTERM: answer with Connection: close
+  std::atomic<std::uint64_t> reloads_ok{0};
+  std::atomic<std::uint64_t> reloads_failed{0};
+  // Every proxy thread's metrics; filled before the threads start.
+  std::vector<const ThreadMetrics*> metrics;
 };
 
 // Anything with a deadline the per-thread sweep must enforce. Intrusive list
@@ -105,6 +110,8 @@ class ThreadContext {
 
   // 32 hex characters, from a per-thread generator seeded by the CSPRNG.
   void make_request_id(char out[32]) noexcept;
+  ThreadMetrics& metrics() noexcept { return metrics_; }
+
   // For request ids and balancing decisions, not secrets: splitmix64, a
   // few instructions per number (seeded from the CSPRNG).
   std::uint64_t random() noexcept {
@@ -149,6 +156,7 @@ class ThreadContext {
   core::log::LineBuffer access_log_;
   std::vector<boost::beast::flat_buffer> spare_buffers_;
   std::uint64_t rng_state_ = 0;
+  ThreadMetrics metrics_;
 };
 
 }  // namespace frontdoor::proxy
