@@ -2,6 +2,7 @@
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -17,6 +18,7 @@
 #include "frontdoor/auth/token.hpp"
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/core/reason.hpp"
+#include "frontdoor/proxy/tls.hpp"
 #include "frontdoor/core/time.hpp"
 #include "frontdoor/http/message.hpp"
 
@@ -280,25 +282,41 @@ Response handle(const Request& req, AdminState& state, proxy::Shared& shared, co
                        R"({"error":{"code":"not_found","message":"no such admin path"}})");
 }
 
-class AdminSession : public std::enable_shared_from_this<AdminSession> {
+// One admin connection; Stream is beast::tcp_stream or, with admin.tls,
+// beast::ssl_stream<beast::tcp_stream> (the handshake comes first).
+template <class Stream>
+class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
  public:
-  AdminSession(tcp::socket s, AdminState& state, proxy::Shared& shared, const AdminHooks& hooks)
-      : stream_(std::move(s)), state_(state), shared_(shared), hooks_(hooks) {}
-  void start() { do_read(); }
+  template <class... Args>
+  AdminSession(AdminState& state, proxy::Shared& shared, const AdminHooks& hooks, Args&&... stream_args)
+      : stream_(std::forward<Args>(stream_args)...), state_(state), shared_(shared), hooks_(hooks) {}
+
+  void start() {
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      do_read();
+    } else {
+      beast::get_lowest_layer(stream_).expires_after(kAdminTimeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) return self->close();
+                                self->do_read();
+                              });
+    }
+  }
 
  private:
   void do_read() {
     parser_.emplace();
     parser_->header_limit(16384);
     parser_->body_limit(1 << 20);
-    stream_.expires_after(kAdminTimeout);
+    beast::get_lowest_layer(stream_).expires_after(kAdminTimeout);
     bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
   void on_read(beast::error_code ec) {
     if (ec) {
       if (ec != bhttp::error::end_of_stream && ec != asio::error::operation_aborted &&
-          ec != beast::error::timeout && ec != asio::error::connection_reset) {
+          ec != beast::error::timeout && ec != asio::error::connection_reset && ec != asio::ssl::error::stream_truncated) {
         // Malformed request: answer 400 and close.
         Request dummy;
         dummy.version(11);
@@ -316,22 +334,24 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
     write_response(!res_.keep_alive());
   }
   void write_response(bool close_after) {
-    stream_.expires_after(kAdminTimeout);
-    bhttp::async_write(stream_, res_, [self = shared_from_this(), close_after](beast::error_code ec, std::size_t) {
-      if (ec || close_after) {
-        self->close();
-        return;
-      }
-      self->do_read();
-    });
+    beast::get_lowest_layer(stream_).expires_after(kAdminTimeout);
+    bhttp::async_write(stream_, res_,
+                       [self = this->shared_from_this(), close_after](beast::error_code ec, std::size_t) {
+                         if (ec || close_after) {
+                           self->close();
+                           return;
+                         }
+                         self->do_read();
+                       });
   }
   void close() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.close();
+    auto& lowest = beast::get_lowest_layer(stream_);
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    lowest.close();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   Response res_;
@@ -349,12 +369,21 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   AdminState& state;
   proxy::Shared& shared;
   AdminHooks hooks;
+  std::shared_ptr<proxy::TlsContextSlot> tls;  // admin.tls
   bool stopped = false;
 
   void accept() {
     acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket s) {
       if (self->stopped) return;
-      if (!ec) std::make_shared<AdminSession>(std::move(s), self->state, self->shared, self->hooks)->start();
+      if (!ec) {
+        if (auto ctx = self->tls ? self->tls->get() : nullptr)
+          std::make_shared<AdminSession<beast::ssl_stream<beast::tcp_stream>>>(self->state, self->shared, self->hooks,
+                                                                              std::move(s), *ctx)
+              ->start();
+        else
+          std::make_shared<AdminSession<beast::tcp_stream>>(self->state, self->shared, self->hooks, std::move(s))
+              ->start();
+      }
       self->accept();
     });
   }
@@ -363,6 +392,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
 AdminServer::AdminServer(asio::io_context& io, const config::Admin& cfg, AdminState& state,
                          proxy::Shared& shared, AdminHooks hooks)
     : impl_(std::make_shared<Impl>(io, state, shared, std::move(hooks))) {
+  if (cfg.tls) impl_->tls = std::make_shared<proxy::TlsContextSlot>(proxy::make_server_tls_context(*cfg.tls));
   auto& a = impl_->acceptor;
   a.open(cfg.address.endpoint.protocol());
   a.set_option(tcp::acceptor::reuse_address(true));
@@ -375,6 +405,17 @@ AdminServer::~AdminServer() { stop(); }
 tcp::endpoint AdminServer::local_endpoint() const { return impl_->acceptor.local_endpoint(); }
 
 void AdminServer::start() { impl_->accept(); }
+
+bool AdminServer::reload_tls(const config::Admin& cfg, std::string& error) {
+  if (!impl_->tls || !cfg.tls) return true;
+  try {
+    impl_->tls->set(proxy::make_server_tls_context(*cfg.tls));
+    return true;
+  } catch (const std::exception& e) {
+    error = std::string("admin: ") + e.what();
+    return false;
+  }
+}
 
 void AdminServer::stop() {
   impl_->stopped = true;

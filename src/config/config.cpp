@@ -1,5 +1,8 @@
 #include "frontdoor/config/config.hpp"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -290,22 +293,58 @@ class Loader {
     return ListenAddress{*endpoint, *text};
   }
 
-  // A listener's `tls` is checked for shape and then refused: frontdoor does
-  // not terminate TLS yet, and serving plain HTTP where the operator asked
-  // for TLS would silently drop a protection.
-  void refuse_tls(const Item& item) {
+  // A listener's `tls`: both files must exist and hold a certificate chain
+  // and its private key, so that --check and a reload catch a bad pair
+  // before a listener would serve with it.
+  std::optional<TlsFiles> read_tls(const Item& item) {
     MapReader tls(problems_, item, {"cert", "key"});
-    if (tls.is_mapping()) {
-      for (const char* name : {"cert", "key"}) {
-        const Item* f = tls.find(name);
-        if (f == nullptr) {
-          problems_.add(item.key_line, item.path + "." + name, "missing");
-        } else if (auto s = detail::read_string(problems_, *f); s && s->empty()) {
-          problems_.add(f->line, f->path, "expected a file name");
-        }
+    if (!tls.is_mapping()) return std::nullopt;
+    TlsFiles files;
+    bool ok = true;
+    for (const char* name : {"cert", "key"}) {
+      const Item* f = tls.find(name);
+      std::string value;
+      if (f == nullptr) {
+        problems_.add(item.key_line, item.path + "." + name, "missing");
+        ok = false;
+        continue;
       }
+      auto s = detail::read_string(problems_, *f);
+      if (!s || s->empty()) {
+        if (s) problems_.add(f->line, f->path, "expected a file name");
+        ok = false;
+        continue;
+      }
+      value = (dir_ / fs::path(*s)).lexically_normal().string();
+      (std::string_view(name) == "cert" ? files.cert : files.key) = value;
     }
-    problems_.add(item.key_line, item.path, "TLS is not supported yet");
+    if (!ok) return std::nullopt;
+    if (auto why = check_tls_pair(files); !why.empty()) {
+      problems_.add(item.key_line, item.path, why);
+      return std::nullopt;
+    }
+    return files;
+  }
+
+  // "" when cert and key load and match, else why not.
+  static std::string check_tls_pair(const TlsFiles& f) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) return "cannot create a TLS context";
+    std::string why;
+    auto ssl_error = [] {
+      char buf[256];
+      ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+      ERR_clear_error();
+      return std::string(buf);
+    };
+    if (SSL_CTX_use_certificate_chain_file(ctx, f.cert.c_str()) != 1)
+      why = "cannot load the certificate chain " + f.cert + ": " + ssl_error();
+    else if (SSL_CTX_use_PrivateKey_file(ctx, f.key.c_str(), SSL_FILETYPE_PEM) != 1)
+      why = "cannot load the private key " + f.key + ": " + ssl_error();
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+      why = "the private key does not match the certificate";
+    SSL_CTX_free(ctx);
+    return why;
   }
 
   void load_listeners(const Item& item, Config& cfg) {
@@ -324,7 +363,7 @@ class Loader {
       } else {
         problems_.add(element.key_line, element.path + ".address", "missing");
       }
-      if (const Item* t = m.find("tls")) refuse_tls(*t);
+      if (const Item* t = m.find("tls")) listener.tls = read_tls(*t);
       cfg.listeners.push_back(std::move(listener));
     }
   }
@@ -339,7 +378,7 @@ class Loader {
       if (address != nullptr) {
         if (auto a = read_listen_address(*address)) cfg.admin.address = std::move(*a);
       }
-      if (const Item* t = m.find("tls")) refuse_tls(*t);
+      if (const Item* t = m.find("tls")) cfg.admin.tls = read_tls(*t);
     }
     if (address == nullptr) {
       bound_.push_back(Bound{cfg.admin.address.endpoint, "admin.address", 0});

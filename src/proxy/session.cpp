@@ -80,8 +80,15 @@ bool retryable_method(bhttp::verb v) noexcept {
 // Connection
 // ---------------------------------------------------------------------------
 
+namespace {
+ClientStream make_client_stream(asio::ip::tcp::socket socket, const ListenerInfo& listener) {
+  if (listener.tls) return ClientStream(std::move(socket), listener.tls->get());
+  return ClientStream(std::move(socket));
+}
+}  // namespace
+
 Session::Session(ThreadContext& ctx, asio::ip::tcp::socket socket, const ListenerInfo& listener)
-    : ctx_(ctx), client_(std::move(socket)), listener_(listener) {}
+    : ctx_(ctx), client_(make_client_stream(std::move(socket), listener)) {}
 
 Session::~Session() {
   if (phase_ != Phase::closed) ctx_.remove(this);
@@ -92,8 +99,8 @@ Session::~Session() {
 void Session::start() {
   ctx_.add(this);
   error_code ec;
-  client_.set_option(asio::ip::tcp::no_delay(true), ec);
-  auto peer = client_.remote_endpoint(ec);
+  client_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  auto peer = client_.socket().remote_endpoint(ec);
   if (ec) {
     close();
     return;
@@ -108,7 +115,24 @@ void Session::start() {
   req_->header_limit(static_cast<std::uint32_t>(config.limits.max_header_bytes));
   req_->body_limit(boost::none);  // enforced here, with our own error
   phase_ = Phase::first_head;
-  set_deadline(config.limits.header_timeout);
+  set_deadline(config.limits.header_timeout);  // the TLS handshake counts against it
+  if (client_.is_tls()) {
+    client_read_pending_ = true;  // the handshake reads
+    client_.async_handshake([self = shared_from_this()](error_code hec) { self->on_handshake(hec); });
+    return;
+  }
+  read_client();
+}
+
+void Session::on_handshake(error_code ec) {
+  client_read_pending_ = false;
+  if (phase_ == Phase::closed) return;
+  if (ec) {
+    core::log::debug("TLS handshake failed", {{"peer", peer_ip_}, {"error", ec.message()}});
+    close();
+    return;
+  }
+  handshaken_ = true;
   read_client();
 }
 
@@ -181,7 +205,7 @@ void Session::close() {
   phase_ = Phase::closed;
   ctx_.remove(this);
   error_code ignored;
-  client_.close(ignored);
+  client_.socket().close(ignored);
 }
 
 void Session::on_sweep(Clock::time_point now) {
@@ -194,6 +218,12 @@ void Session::on_sweep(Clock::time_point now) {
   deadline_ = Clock::time_point::max();
   switch (phase_) {
     case Phase::first_head:
+      if (client_.is_tls() && !handshaken_) {  // no TLS yet to answer in
+        close();
+        return;
+      }
+      reply(Reason::request_timeout, true);
+      return;
     case Phase::head:
       reply(Reason::request_timeout, true);
       return;
@@ -539,7 +569,7 @@ void Session::send_request_head() {
   u.rest = route_.rest;
   u.worker_authority = worker_->config.authority;
   u.client_host = head_.host;
-  u.proto = listener_.tls ? "https" : "http";
+  u.proto = client_.is_tls() ? "https" : "http";
   u.peer_address = peer_ip_;
   u.peer_trusted = peer_trusted_;
   u.request_id = request_id_;
@@ -1044,7 +1074,7 @@ void Session::drain_body() {
     phase_ = Phase::drain;
     deadline_ = Clock::now() + kLingerTime;
     error_code ignored;
-    client_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    client_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
   }
   drained_ += in_.size();
   in_.consume(in_.size());

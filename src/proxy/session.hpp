@@ -16,11 +16,12 @@
 #include "frontdoor/http/message.hpp"
 #include "frontdoor/http/route.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
+#include "frontdoor/proxy/tls.hpp"
 
 namespace frontdoor::proxy {
 
 struct ListenerInfo {
-  bool tls = false;
+  std::shared_ptr<TlsContextSlot> tls;  // nullptr: plain HTTP
 };
 
 class Session final : public std::enable_shared_from_this<Session>, public Sweepable {
@@ -57,6 +58,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
 
   // connection
   void read_client();
+  void on_handshake(error_code ec);
   void read_client_soon();
   void on_client_read(error_code ec, std::size_t n);
   void close();
@@ -103,8 +105,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void next_request();
 
   ThreadContext& ctx_;
-  boost::asio::ip::tcp::socket client_;
-  ListenerInfo listener_;
+  ClientStream client_;
   std::string peer_ip_;
   bool peer_trusted_ = false;
 
@@ -112,6 +113,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   Clock::time_point deadline_{};
   bool client_read_pending_ = false;
   bool client_eof_ = false;
+  bool handshaken_ = false;  // TLS listeners: the handshake completed
   bool close_after_response_ = false;
 
   boost::beast::flat_buffer in_;  // client bytes not yet used

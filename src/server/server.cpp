@@ -18,6 +18,7 @@
 #include "frontdoor/auth/key_registry.hpp"
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
+#include "frontdoor/proxy/tls.hpp"
 #include "frontdoor/server/health_checker.hpp"
 
 namespace frontdoor::server {
@@ -175,21 +176,25 @@ class Server {
   struct Listener {
     std::string text;  // as configured: the identity used across reloads
     tcp::endpoint bound;
+    std::optional<config::TlsFiles> tls_files;
+    std::shared_ptr<proxy::TlsContextSlot> tls;  // shared by the listener's acceptors
     std::vector<std::unique_ptr<Acceptor>> per_thread;
   };
 
   std::unique_ptr<Listener> bind_listener(const config::Listener& l) {
     auto out = std::make_unique<Listener>();
     out->text = l.address.text;
+    out->tls_files = l.tls;
+    if (l.tls) out->tls = std::make_shared<proxy::TlsContextSlot>(proxy::make_server_tls_context(*l.tls));
     tcp::endpoint at = l.address.endpoint;
     for (unsigned i = 0; i < nthreads_; ++i) {
       // With port 0 the first bind picks the port and the others join it.
-      out->per_thread.push_back(std::make_unique<Acceptor>(*threads_[i], at, proxy::ListenerInfo{},
+      out->per_thread.push_back(std::make_unique<Acceptor>(*threads_[i], at, proxy::ListenerInfo{out->tls},
                                                            config_->limits.max_connections));
       if (i == 0) at = out->per_thread[0]->local_endpoint();
     }
     out->bound = at;
-    core::log::info("listening", {{"listener", "proxy"}, {"address", endpoint_text(at)}});
+    core::log::info("listening", {{"listener", "proxy"}, {"address", endpoint_text(at)}, {"tls", l.tls ? "true" : "false", true}});
     return out;
   }
 
@@ -238,6 +243,11 @@ class Server {
       shared_.reloads_failed.fetch_add(1);
       return e.what();
     }
+    if (std::string why; !admin_server_->reload_tls(next->admin, why)) {
+      core::log::error("reload failed: configuration kept", {{"error", why}});
+      shared_.reloads_failed.fetch_add(1);
+      return why;
+    }
     if (auto why = apply_listeners(*next); !why.empty()) {
       core::log::error("reload failed: configuration kept", {{"error", why}});
       shared_.reloads_failed.fetch_add(1);
@@ -281,6 +291,28 @@ class Server {
         for (auto& a : l->per_thread) a->close();
       return std::string("cannot bind a new listener: ") + e.what();
     }
+    // Certificates of kept listeners are re-read (SIGHUP after a renewal);
+    // a pair that does not load keeps the running one.
+    std::vector<std::pair<proxy::TlsContextSlot*, std::shared_ptr<boost::asio::ssl::context>>> renewed;
+    for (const auto& l : next.listeners) {
+      for (auto& have : listeners_) {
+        if (have->text != l.address.text) continue;
+        if (bool(l.tls) != bool(have->tls)) {
+          for (auto& a : added)
+            for (auto& acc : a->per_thread) acc->close();
+          return "listener " + l.address.text + ": switching between TLS and plain HTTP needs a restart";
+        }
+        if (!l.tls) continue;
+        try {
+          renewed.emplace_back(have->tls.get(), proxy::make_server_tls_context(*l.tls));
+        } catch (const std::exception& e) {
+          for (auto& a : added)
+            for (auto& acc : a->per_thread) acc->close();
+          return "listener " + l.address.text + ": " + e.what();
+        }
+      }
+    }
+    for (auto& [slot, ctx] : renewed) slot->set(std::move(ctx));
     std::lock_guard lock(listeners_mutex_);
     for (auto it = listeners_.begin(); it != listeners_.end();) {
       bool kept = false;

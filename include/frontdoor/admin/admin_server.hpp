@@ -39,6 +39,8 @@ class AdminServer {
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   void start();
   void stop();
+  // SIGHUP: re-reads admin.tls; false (and why) keeps the running pair.
+  bool reload_tls(const config::Admin& cfg, std::string& error);
 
  private:
   struct Impl;
