@@ -276,67 +276,66 @@ class Server {
     return result.get();
   }
 
-  // Binds listeners that are new, closes those that are gone. Nothing
-  // changes when a new one cannot be bound.
+  // Binds listeners that are new, closes those that are gone. A listener
+  // is the same across a reload when its address text and its TLS-ness are
+  // (matched in order, as port-0 listeners share a text). Nothing changes
+  // when a new one cannot be bound or a certificate does not load.
   std::string apply_listeners(const config::Config& next) {
-    std::vector<std::unique_ptr<Listener>> added;
-    try {
-      for (const auto& l : next.listeners) {
-        bool known = false;
-        for (auto& have : listeners_) known = known || have->text == l.address.text;
-        if (!known) added.push_back(bind_listener(l));
+    std::vector<Listener*> kept(next.listeners.size(), nullptr);
+    std::vector<bool> matched(listeners_.size(), false);
+    for (std::size_t n = 0; n < next.listeners.size(); ++n) {
+      const auto& l = next.listeners[n];
+      for (std::size_t o = 0; o < listeners_.size(); ++o) {
+        if (matched[o] || listeners_[o]->text != l.address.text || bool(listeners_[o]->tls) != bool(l.tls)) continue;
+        matched[o] = true;
+        kept[n] = listeners_[o].get();
+        break;
       }
-    } catch (const std::exception& e) {
+    }
+    std::vector<std::unique_ptr<Listener>> added;
+    auto undo = [&] {
       for (auto& l : added)
         for (auto& a : l->per_thread) a->close();
-      return std::string("cannot bind a new listener: ") + e.what();
-    }
-    // Certificates of kept listeners are re-read (SIGHUP after a renewal);
-    // a pair that does not load keeps the running one.
+    };
+    // Certificates of kept listeners are re-read (SIGHUP after a renewal).
     std::vector<std::pair<proxy::TlsContextSlot*, std::shared_ptr<boost::asio::ssl::context>>> renewed;
-    for (const auto& l : next.listeners) {
-      for (auto& have : listeners_) {
-        if (have->text != l.address.text) continue;
-        if (bool(l.tls) != bool(have->tls)) {
-          for (auto& a : added)
-            for (auto& acc : a->per_thread) acc->close();
-          return "listener " + l.address.text + ": switching between TLS and plain HTTP needs a restart";
-        }
-        if (!l.tls) continue;
-        try {
-          renewed.emplace_back(have->tls.get(), proxy::make_server_tls_context(*l.tls));
-        } catch (const std::exception& e) {
-          for (auto& a : added)
-            for (auto& acc : a->per_thread) acc->close();
-          return "listener " + l.address.text + ": " + e.what();
+    try {
+      for (std::size_t n = 0; n < next.listeners.size(); ++n) {
+        const auto& l = next.listeners[n];
+        if (!kept[n]) {
+          added.push_back(bind_listener(l));
+        } else if (l.tls) {
+          renewed.emplace_back(kept[n]->tls.get(), proxy::make_server_tls_context(*l.tls));
         }
       }
+    } catch (const std::exception& e) {
+      undo();
+      return std::string("listeners: ") + e.what();
     }
     for (auto& [slot, ctx] : renewed) slot->set(std::move(ctx));
     std::lock_guard lock(listeners_mutex_);
-    for (auto it = listeners_.begin(); it != listeners_.end();) {
-      bool kept = false;
-      for (const auto& l : next.listeners) kept = kept || (*it)->text == l.address.text;
-      if (kept) {
-        ++it;
+    std::vector<std::unique_ptr<Listener>> still;
+    for (std::size_t o = 0; o < listeners_.size(); ++o) {
+      if (matched[o]) {
+        still.push_back(std::move(listeners_[o]));
         continue;
       }
-      core::log::info("listener closed", {{"address", endpoint_text((*it)->bound)}});
+      core::log::info("listener closed", {{"address", endpoint_text(listeners_[o]->bound)}});
       for (unsigned i = 0; i < nthreads_; ++i) {
         // Closed and destroyed on its own thread; connections already
         // accepted stay until they finish.
-        auto* a = (*it)->per_thread[i].release();
+        auto* a = listeners_[o]->per_thread[i].release();
         asio::post(threads_[i]->io(), [a] {
           a->close();
           delete a;
         });
       }
-      it = listeners_.erase(it);
     }
     for (auto& l : added) {
       for (unsigned i = 0; i < nthreads_; ++i) asio::post(threads_[i]->io(), [a = l->per_thread[i].get()] { a->start(); });
-      listeners_.push_back(std::move(l));
+      still.push_back(std::move(l));
     }
+    listeners_ = std::move(still);
     return "";
   }
 
