@@ -29,6 +29,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -277,21 +278,28 @@ class SqliteKeyStore final : public KeyStore {
     // Sequences only grow; a smaller one means the file was replaced or
     // recreated, and nothing can be said about what changed.
     if (seq < last_seen_) return std::nullopt;
+    // Rows this instance wrote itself (its admin changes, its usage
+    // flushes) are already in its snapshot: reporting them again would only
+    // grow the registry's overlay with copies.
     {
       Run changed(*select_changed_);
       changed.bind_i64(1, last_seen_);
-      while (changed.step("reading changed keys"))
+      while (changed.step("reading changed keys")) {
+        if (own_.count(sqlite3_column_int64(changed.get(), 15))) continue;
         read_key(changed.get(), out.upserted.emplace_back());
+      }
     }
     {
       Run deleted(*select_deleted_);
       deleted.bind_i64(1, last_seen_);
       while (deleted.step("reading deleted keys")) {
+        if (own_.count(sqlite3_column_int64(deleted.get(), 1))) continue;
         out.deleted_ids.emplace_back(column_text(deleted.get(), 0));
       }
     }
     tx.commit();
     last_seen_ = seq;
+    own_.erase(own_.begin(), own_.upper_bound(seq));
     return out;
   }
 
@@ -467,8 +475,8 @@ class SqliteKeyStore final : public KeyStore {
     auto p = [this](const char* sql) { return std::make_unique<Statement>(db_, sql); };
     count_ = p("SELECT count(*) FROM keys");
     select_all_ = p("SELECT " FD_KEY_COLUMNS " FROM keys");
-    select_changed_ = p("SELECT " FD_KEY_COLUMNS " FROM keys WHERE seq > ?1 ORDER BY seq");
-    select_deleted_ = p("SELECT id FROM deleted WHERE seq > ?1 ORDER BY seq");
+    select_changed_ = p("SELECT " FD_KEY_COLUMNS ", seq FROM keys WHERE seq > ?1 ORDER BY seq");
+    select_deleted_ = p("SELECT id, seq FROM deleted WHERE seq > ?1 ORDER BY seq");
     select_one_ = p("SELECT " FD_KEY_COLUMNS " FROM keys WHERE id = ?1");
     select_id_ = p("SELECT 1 FROM keys WHERE id = ?1");
     select_hash_ = p("SELECT id FROM keys WHERE hash = ?1");
@@ -508,6 +516,7 @@ class SqliteKeyStore final : public KeyStore {
     Run w(*write_seq_);
     w.bind_i64(1, seq);
     w.step("writing the change sequence");
+    own_.insert(seq);
   }
 
   [[noreturn]] void corrupt(std::string_view id, std::string_view what) const {
@@ -603,6 +612,7 @@ class SqliteKeyStore final : public KeyStore {
   Db db_;
   // The sequence this instance has seen: load() and changes() move it.
   std::int64_t last_seen_ = 0;
+  std::set<std::int64_t> own_;  // change sequences this instance wrote
 
   std::unique_ptr<Statement> count_, select_all_, select_changed_, select_deleted_, select_one_,
       select_id_, select_hash_, read_seq_, write_seq_, insert_, update_, delete_key_,

@@ -125,6 +125,9 @@ TEST(SqliteStore, RoundTripsEveryField) {
 TEST(SqliteStore, ChangesReturnOnlyChangedRowsAndDeletions) {
   TempDir dir;
   const auto store = open_sqlite_store(dir.file("keys.db"));
+  // Changes are reported to the instance that did not make them (its own
+  // writes are in its snapshot already): `other` writes, `store` reads.
+  const auto other = open_sqlite_store(dir.file("keys.db"));
   store->create(make_key("key_a", "ta"));
   store->create(make_key("key_b", "tb"));
   store->create(make_key("key_c", "tc"));
@@ -135,12 +138,12 @@ TEST(SqliteStore, ChangesReturnOnlyChangedRowsAndDeletions) {
   EXPECT_TRUE(none->upserted.empty());
   EXPECT_TRUE(none->deleted_ids.empty());
 
-  const auto updated = store->update("key_b", [](Key& k) { k.name = "renamed"; });
+  const auto updated = other->update("key_b", [](Key& k) { k.name = "renamed"; });
   ASSERT_TRUE(updated);
   EXPECT_EQ(updated->name, "renamed");
-  EXPECT_TRUE(store->remove("key_c"));
-  EXPECT_FALSE(store->remove("key_c"));
-  EXPECT_FALSE(store->update("key_zz", [](Key&) {}));
+  EXPECT_TRUE(other->remove("key_c"));
+  EXPECT_FALSE(other->remove("key_c"));
+  EXPECT_FALSE(other->update("key_zz", [](Key&) {}));
 
   auto ch = store->changes();
   ASSERT_TRUE(ch);
@@ -155,14 +158,14 @@ TEST(SqliteStore, ChangesReturnOnlyChangedRowsAndDeletions) {
   EXPECT_TRUE(ch->deleted_ids.empty());
 
   // An id deleted and created again is an upsert, not a deletion.
-  store->create(make_key("key_c", "tc2"));
+  other->create(make_key("key_c", "tc2"));
   ch = store->changes();
   ASSERT_TRUE(ch);
   EXPECT_EQ(ids_of(ch->upserted), std::vector<std::string>{"key_c"});
   EXPECT_TRUE(ch->deleted_ids.empty());
 
   // A failed update (the edit throws) changes nothing.
-  EXPECT_THROW(store->update("key_a",
+  EXPECT_THROW(other->update("key_a",
                              [](Key& k) {
                                k.name = "half";
                                throw std::runtime_error("edit failed");
@@ -172,6 +175,12 @@ TEST(SqliteStore, ChangesReturnOnlyChangedRowsAndDeletions) {
   ASSERT_TRUE(ch);
   EXPECT_TRUE(ch->upserted.empty());
   EXPECT_EQ(by_id(store->load(), "key_a")->name, "name of key_a");
+
+  // Its own writes are not reported back to the writer.
+  store->create(make_key("key_d", "td"));
+  ch = store->changes();
+  ASSERT_TRUE(ch);
+  EXPECT_TRUE(ch->upserted.empty());
 }
 
 TEST(SqliteStore, TwoInstancesSeeEachOthersChanges) {
@@ -197,8 +206,8 @@ TEST(SqliteStore, TwoInstancesSeeEachOthersChanges) {
   ch = cli->changes();
   ASSERT_TRUE(ch);
   EXPECT_EQ(ch->deleted_ids, std::vector<std::string>{"key_b"});
-  // The CLI's own update of key_a is reported too (changes are what is on disk).
-  EXPECT_EQ(ids_of(ch->upserted), std::vector<std::string>{"key_a"});
+  // The CLI's own update of key_a is not reported back to it.
+  EXPECT_TRUE(ch->upserted.empty());
 
   // A duplicate from another instance is caught by the database, not by
   // what this instance loaded.
