@@ -162,4 +162,18 @@ void ChildProcess::stop(milliseconds grace) {
   wait_exit(milliseconds(5000));
 }
 
+void ChildProcess::reset(milliseconds grace) {
+  stop(grace);
+  if (reader_.joinable()) reader_.join();
+  if (pidfd_ >= 0) ::close(pidfd_);
+  pidfd_ = -1;
+  pid_ = -1;
+  exit_status_.reset();
+  error_.clear();
+  std::lock_guard lk(mu_);
+  out_.clear();
+  err_.clear();
+  streams_closed_ = false;
+}
+
 }  // namespace frontdoor::test

@@ -47,6 +47,9 @@ class ChildProcess {
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   // SIGTERM, then SIGKILL if still running after `grace`.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
+  // stop(), then forgets the child and its captured output, so that spawn()
+  // may start a new one (e.g. the same server again on the same files).
+  void reset(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
 
  private:
   void reader_loop(int out_fd, int err_fd, std::string log_dir);

@@ -82,6 +82,7 @@ void ProxyHarness::add_endpoint(EndpointSpec ep) { endpoints_.push_back(std::mov
 std::string ProxyHarness::config_yaml() const {
   std::ostringstream y;
   y << "listeners:\n  - address: 127.0.0.1:0\n";
+  for (const auto& l : config_.extra_listeners) y << "  - address: " << l << "\n";
   y << "admin:\n  address: 127.0.0.1:0\n";
   y << "threads: " << config_.threads << "\n";
   y << "log: { level: " << config_.log_level
@@ -99,7 +100,8 @@ std::string ProxyHarness::config_yaml() const {
     y << "limits:\n";
     for (const auto& [k, v] : config_.limits) y << "  " << k << ": " << v << "\n";
   }
-  y << "keys:\n  store: keys.yaml\n  last_used_flush: 10s\n  strip_authorization: "
+  y << "keys:\n  store: " << config_.key_store
+    << "\n  last_used_flush: " << config_.last_used_flush << "\n  strip_authorization: "
     << (config_.strip_authorization ? "true" : "false") << "\n";
   if (endpoints_.empty()) {
     y << "endpoints: {}\n";
@@ -147,6 +149,7 @@ std::string ProxyHarness::keys_yaml() const {
       for (const auto& [ep, access] : k.endpoints)
         y << "      " << quoted(ep) << ": " << access << "\n";
     }
+    if (!k.rate_limit.empty()) y << "    rate_limit: " << k.rate_limit << "\n";
   }
   return y.str();
 }
@@ -161,6 +164,32 @@ bool ProxyHarness::start(milliseconds timeout) {
     std::ofstream(config_path()) << config_yaml();
     std::ofstream(keys_path()) << keys_yaml();
   }
+  return launch(deadline);
+}
+
+bool ProxyHarness::restart(milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  child_.reset();
+  proxy_ports_.clear();
+  admin_port_ = 0;
+  return launch(deadline);
+}
+
+void ProxyHarness::write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".edit";
+  std::ofstream(tmp) << text;
+  std::filesystem::rename(tmp, path);
+}
+
+bool ProxyHarness::remove_endpoint(const std::string& id) {
+  return std::erase_if(endpoints_, [&](const EndpointSpec& e) { return e.id == id; }) > 0;
+}
+
+bool ProxyHarness::remove_key(const std::string& id) {
+  return std::erase_if(keys_, [&](const KeySpec& k) { return k.id == id; }) > 0;
+}
+
+bool ProxyHarness::launch(Clock::time_point deadline) {
   if (!child_.spawn({FRONTDOOR_BINARY, "--config", config_path()}, dir_)) {
     error_ = child_.error();
     return false;

@@ -37,6 +37,9 @@ struct KeySpec {
   std::string expires_at{};     // RFC 3339; empty = null
   std::string legacy_access{};  // "read" | "read_write": a legacy key (no endpoints map)
   std::string management = "none";
+  // A YAML flow mapping written as the key's rate_limit, e.g.
+  // "{ rps: 2, burst: 3, max_concurrent: 0 }"; empty = none.
+  std::string rate_limit{};
 };
 
 struct EndpointSpec {
@@ -71,6 +74,13 @@ struct HarnessConfig {
   // limits.<name>: <raw value>, e.g. {"header_timeout", "500ms"}.
   std::map<std::string, std::string> limits = {{"header_timeout", "5s"}, {"idle_timeout", "30s"}};
   bool strip_authorization = true;
+  // keys.store, relative to the config file. A "*.db" store is SQLite: the
+  // test creates it (e.g. `frontdoor keys create|import --store`), start()
+  // still writes keys.yaml from add_key() beside it.
+  std::string key_store = "keys.yaml";
+  std::string last_used_flush = "10s";  // keys.last_used_flush
+  // More proxy listeners after the first (127.0.0.1:0), e.g. "127.0.0.1:41234".
+  std::vector<std::string> extra_listeners;
 };
 
 // An "Authorization: Bearer <token>" header.
@@ -97,6 +107,24 @@ class ProxyHarness {
   // child's stderr).
   bool start(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
   const std::string& error() const noexcept { return error_; }
+
+  // Stops the server (SIGTERM, waits for its exit) and starts the binary
+  // again in the same directory on the files as they are now (config and
+  // key store are not rewritten): ports are new, captured output starts over.
+  bool restart(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
+  // --- changing the files of a running server (it sees them at the next
+  // reload: SIGHUP, POST /v1/reload or its file watch)
+  // Writes `text` to `path` the way an editor that saves atomically would
+  // (temporary file, rename).
+  static void write_file_atomic(const std::string& path, const std::string& text);
+  // Rewrites the config file / the YAML key store (keys_path()) from the
+  // current settings, endpoints and keys.
+  void write_config() const { write_file_atomic(config_path(), config_yaml()); }
+  void write_keys() const { write_file_atomic(keys_path(), keys_yaml()); }
+  // Forgets an endpoint / a key added before (true when it was there).
+  bool remove_endpoint(const std::string& id);
+  bool remove_key(const std::string& id);
 
   // --- while running
   std::uint16_t proxy_port(std::size_t index = 0) const;
@@ -144,11 +172,14 @@ class ProxyHarness {
   const std::string& dir() const noexcept { return dir_; }
   std::string config_path() const { return dir_ + "/frontdoor.yaml"; }
   std::string keys_path() const { return dir_ + "/keys.yaml"; }
+  // The configured key store (keys.store): keys_path() unless key_store was changed.
+  std::string store_path() const { return dir_ + "/" + config_.key_store; }
   std::string config_yaml() const;
   std::string keys_yaml() const;
 
  private:
   bool parse_listening(const std::string& stderr_text, std::string* why);
+  bool launch(Clock::time_point deadline);
 
   HarnessConfig config_;
   std::vector<KeySpec> keys_;
