@@ -37,7 +37,7 @@ std::string endpoint_text(const tcp::endpoint& e) {
 
 // One proxy listener on one thread. All threads bind the same address with
 // SO_REUSEPORT and the kernel spreads new connections between them.
-class Acceptor {
+class Acceptor : public std::enable_shared_from_this<Acceptor> {
  public:
   Acceptor(proxy::ThreadContext& ctx, const tcp::endpoint& at, proxy::ListenerInfo info,
            std::uint64_t max_connections)
@@ -71,7 +71,9 @@ class Acceptor {
 
  private:
   void accept() {
-    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket s) {
+    // The handler owns the acceptor: a reload may drop a listener while an
+    // accept is pending, and the cancelled accept still completes later.
+    acceptor_.async_accept([this, self = shared_from_this()](boost::system::error_code ec, tcp::socket s) {
       if (closed_) return;
       if (!ec) {
         ctx_.shared().client_connections.fetch_add(1, std::memory_order_relaxed);
@@ -128,7 +130,7 @@ class Server {
       ctx->start_sweep();
     }
     for (auto& l : listeners_)
-      for (unsigned i = 0; i < nthreads_; ++i) asio::post(threads_[i]->io(), [a = l->per_thread[i].get()] { a->start(); });
+      for (unsigned i = 0; i < nthreads_; ++i) asio::post(threads_[i]->io(), [a = l->per_thread[i]] { a->start(); });
     for (auto& t : threads_) {
       workers_.emplace_back([ctx = t.get()] {
         for (;;) {
@@ -178,7 +180,7 @@ class Server {
     tcp::endpoint bound;
     std::optional<config::TlsFiles> tls_files;
     std::shared_ptr<proxy::TlsContextSlot> tls;  // shared by the listener's acceptors
-    std::vector<std::unique_ptr<Acceptor>> per_thread;
+    std::vector<std::shared_ptr<Acceptor>> per_thread;
   };
 
   std::unique_ptr<Listener> bind_listener(const config::Listener& l) {
@@ -189,7 +191,7 @@ class Server {
     tcp::endpoint at = l.address.endpoint;
     for (unsigned i = 0; i < nthreads_; ++i) {
       // With port 0 the first bind picks the port and the others join it.
-      out->per_thread.push_back(std::make_unique<Acceptor>(*threads_[i], at, proxy::ListenerInfo{out->tls},
+      out->per_thread.push_back(std::make_shared<Acceptor>(*threads_[i], at, proxy::ListenerInfo{out->tls},
                                                            config_->limits.max_connections));
       if (i == 0) at = out->per_thread[0]->local_endpoint();
     }
@@ -324,15 +326,11 @@ class Server {
       for (unsigned i = 0; i < nthreads_; ++i) {
         // Closed and destroyed on its own thread; connections already
         // accepted stay until they finish.
-        auto* a = listeners_[o]->per_thread[i].release();
-        asio::post(threads_[i]->io(), [a] {
-          a->close();
-          delete a;
-        });
+        asio::post(threads_[i]->io(), [a = std::move(listeners_[o]->per_thread[i])] { a->close(); });
       }
     }
     for (auto& l : added) {
-      for (unsigned i = 0; i < nthreads_; ++i) asio::post(threads_[i]->io(), [a = l->per_thread[i].get()] { a->start(); });
+      for (unsigned i = 0; i < nthreads_; ++i) asio::post(threads_[i]->io(), [a = l->per_thread[i]] { a->start(); });
       still.push_back(std::move(l));
     }
     listeners_ = std::move(still);
