@@ -70,6 +70,35 @@ void append_hex(std::string& out, std::size_t v) {
 }
 
 
+// Decodes as much of a chunked body as `in` holds into `out` (Beast's
+// parser with a buffer_body), consuming what it used. Returns the bytes
+// produced; `ec` is set only for a malformed body.
+template <class Parser, std::size_t N>
+std::size_t decode_body(Parser& parser, beast::flat_buffer& in, std::array<char, N>& out,
+                        boost::system::error_code& ec) {
+  std::size_t produced = 0;
+  ec = {};
+  while (in.size() && !parser.is_done() && produced < out.size()) {
+    auto& body = parser.get().body();
+    body.data = out.data() + produced;
+    body.size = out.size() - produced;
+    body.more = true;
+    boost::system::error_code put_ec;
+    auto used = parser.put(in.data(), put_ec);
+    in.consume(used);
+    produced = out.size() - body.size;
+    if (put_ec == bhttp::error::need_buffer || put_ec == bhttp::error::need_more) {
+      if (used == 0) break;
+      continue;
+    }
+    if (put_ec) {
+      ec = put_ec;
+      break;
+    }
+  }
+  return produced;
+}
+
 bool retryable_method(bhttp::verb v) noexcept {
   return v == bhttp::verb::get || v == bhttp::verb::head || v == bhttp::verb::options;
 }
@@ -602,26 +631,13 @@ void Session::send_request_body() {
     req_pending_consume_ = k;
   } else if (req_framing_ == Framing::chunked) {
     // Decode what has arrived and re-frame it as one chunk.
-    std::size_t produced = 0;
     if (!req_chunk_) req_chunk_ = std::make_unique<std::array<char, 16384>>();
-    while (in_.size() && !req_->is_done() && produced < req_chunk_->size()) {
-      auto& body = req_->get().body();
-      body.data = req_chunk_->data() + produced;
-      body.size = req_chunk_->size() - produced;
-      body.more = true;
-      error_code ec;
-      auto used = req_->put(in_.data(), ec);
-      in_.consume(used);
-      produced = req_chunk_->size() - body.size;
-      if (ec == bhttp::error::need_buffer || ec == bhttp::error::need_more) {
-        if (used == 0) break;
-        continue;
-      }
-      if (ec) {
-        abort_exchange();
-        reply(Reason::bad_request, true);
-        return;
-      }
+    error_code ec;
+    const std::size_t produced = decode_body(*req_, in_, *req_chunk_, ec);
+    if (ec) {
+      abort_exchange();
+      reply(Reason::bad_request, true);
+      return;
     }
     req_total_ += produced;
     bytes_in_ = req_total_;
@@ -881,25 +897,12 @@ void Session::relay_response_body() {
     }
     case Framing::chunked: {
       if (!res_chunk_) res_chunk_ = std::make_unique<std::array<char, 16384>>();
-      std::size_t produced = 0;
-      while (up_in_.size() && !res_->is_done() && produced < res_chunk_->size()) {
-        auto& body = res_->get().body();
-        body.data = res_chunk_->data() + produced;
-        body.size = res_chunk_->size() - produced;
-        body.more = true;
-        error_code ec;
-        auto used = res_->put(up_in_.data(), ec);
-        up_in_.consume(used);
-        produced = res_chunk_->size() - body.size;
-        if (ec == bhttp::error::need_buffer || ec == bhttp::error::need_more) {
-          if (used == 0) break;
-          continue;
-        }
-        if (ec) {
-          core::log::warn("bad chunked response", {{"request_id", request_id_}, {"worker", worker_->address_text}});
-          close();
-          return;
-        }
+      error_code ec;
+      const std::size_t produced = decode_body(*res_, up_in_, *res_chunk_, ec);
+      if (ec) {
+        core::log::warn("bad chunked response", {{"request_id", request_id_}, {"worker", worker_->address_text}});
+        close();
+        return;
       }
       add_data(res_chunk_->data(), produced);
       complete = res_->is_done();

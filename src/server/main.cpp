@@ -41,16 +41,6 @@ std::unique_ptr<auth::KeyStore> check_keys(const config::Config& c) {
   return store;
 }
 
-core::log::Level to_log_level(config::LogLevel l) {
-  switch (l) {
-    case config::LogLevel::debug: return core::log::Level::debug;
-    case config::LogLevel::info: return core::log::Level::info;
-    case config::LogLevel::warn: return core::log::Level::warn;
-    case config::LogLevel::error: return core::log::Level::error;
-  }
-  return core::log::Level::info;
-}
-
 // Each proxied request holds two descriptors (client and worker).
 void raise_fd_limit(const config::Config& c, bool check_only) {
   rlimit rl{};
@@ -121,7 +111,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  core::log::set_level(to_log_level(config->log.level));
+  core::log::set_level(config::to_log_level(config->log.level));
   raise_fd_limit(*config, false);
   core::log::info("starting", {{"version", FRONTDOOR_VERSION}, {"config", config->path}, {"keys", config->keys.store}});
   try {

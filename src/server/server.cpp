@@ -261,7 +261,7 @@ class Server {
     auto runtime = std::make_shared<lb::Runtime>(next);
     runtime->inherit(*old_runtime);  // worker health carries over; removed workers drain
     config_ = next;
-    core::log::set_level(to_level(next->log.level));
+    core::log::set_level(config::to_log_level(next->log.level));
     shared_.runtime.publish(runtime);
     asio::post(admin_io_, [this, runtime] { start_health(runtime, false); });
     shared_.reloads_ok.fetch_add(1);
@@ -382,16 +382,6 @@ class Server {
     if (::stat(path.c_str(), &st) != 0) return {};
     return std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) +
            "." + std::to_string(st.st_mtim.tv_nsec);
-  }
-
-  static core::log::Level to_level(config::LogLevel l) {
-    switch (l) {
-      case config::LogLevel::debug: return core::log::Level::debug;
-      case config::LogLevel::info: return core::log::Level::info;
-      case config::LogLevel::warn: return core::log::Level::warn;
-      case config::LogLevel::error: return core::log::Level::error;
-    }
-    return core::log::Level::info;
   }
 
   // Signals: SIGTERM/SIGINT drain (SPEC §6), a second one exits at once;

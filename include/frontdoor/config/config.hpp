@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "frontdoor/core/log.hpp"
+
 namespace frontdoor::config {
 
 using Duration = std::chrono::milliseconds;
@@ -48,6 +50,16 @@ struct Admin {
 };
 
 enum class LogLevel { debug, info, warn, error };
+
+inline core::log::Level to_log_level(LogLevel l) noexcept {
+  switch (l) {
+    case LogLevel::debug: return core::log::Level::debug;
+    case LogLevel::info: return core::log::Level::info;
+    case LogLevel::warn: return core::log::Level::warn;
+    case LogLevel::error: return core::log::Level::error;
+  }
+  return core::log::Level::info;
+}
 
 struct Log {
   LogLevel level = LogLevel::info;
