@@ -154,13 +154,9 @@ std::string metrics_text(proxy::Shared& shared) {
 
   out += "# HELP frontdoor_requests_total Requests answered, by endpoint (\"-\" when none was addressed) and status.\n";
   out += "# TYPE frontdoor_requests_total counter\n";
-  std::vector<std::pair<std::string, std::uint64_t>> rows(m.requests.begin(), m.requests.end());
-  std::sort(rows.begin(), rows.end());
-  for (const auto& [k, v] : rows) {
-    auto tab = k.find('\t');
-    out += "frontdoor_requests_total{endpoint=\"" + label(k.substr(0, tab)) + "\",status=\"" + k.substr(tab + 1) +
+  for (const auto& [k, v] : m.requests)
+    out += "frontdoor_requests_total{endpoint=\"" + label(k.first) + "\",status=\"" + std::to_string(k.second) +
            "\"} " + std::to_string(v) + "\n";
-  }
 
   out += "# HELP frontdoor_auth_total Authentication and authorization outcomes by code (\"ok\" when the request may proceed).\n";
   out += "# TYPE frontdoor_auth_total counter\n";

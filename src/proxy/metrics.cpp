@@ -4,37 +4,42 @@
 
 namespace frontdoor::proxy {
 
-void MetricsSnapshot::add(const MetricsSnapshot& o) {
-  for (const auto& [k, v] : o.requests) requests[k] += v;
-  for (std::size_t i = 0; i < outcomes.size(); ++i) outcomes[i] += o.outcomes[i];
-  for (std::size_t i = 0; i < duration.size(); ++i) duration[i] += o.duration[i];
-  duration_sum += o.duration_sum;
-  duration_count += o.duration_count;
-}
-
 void ThreadMetrics::record(std::string_view endpoint, unsigned status, std::chrono::nanoseconds d) {
+  if (endpoint.empty()) endpoint = "-";
+  Row* row = last_;
+  if (!row || row->endpoint != endpoint) {
+    row = nullptr;
+    for (auto& r : rows_)  // the owning thread: no lock needed to read its own vector
+      if (r->endpoint == endpoint) row = r.get();
+    if (!row) {
+      auto fresh = std::make_unique<Row>();
+      fresh->endpoint.assign(endpoint);
+      row = fresh.get();
+      std::lock_guard lock(rows_mutex_);
+      rows_.push_back(std::move(fresh));
+    }
+    last_ = row;
+  }
+  bump(row->by_status[std::min(status, kMaxStatus - 1)]);
   const double seconds = std::chrono::duration<double>(d).count();
   const auto bucket = static_cast<std::size_t>(
       std::lower_bound(kDurationBuckets.begin(), kDurationBuckets.end(), seconds) - kDurationBuckets.begin());
-  std::lock_guard lock(mutex_);
-  key_.assign(endpoint.empty() ? std::string_view("-") : endpoint);
-  key_.push_back('\t');
-  key_.append(std::to_string(status));
-  ++data_.requests[key_];
-  ++data_.duration[bucket];
-  data_.duration_sum += seconds;
-  ++data_.duration_count;
-}
-
-void ThreadMetrics::record_outcome(core::Reason r) {
-  auto i = static_cast<std::size_t>(r);
-  std::lock_guard lock(mutex_);
-  if (i < data_.outcomes.size()) ++data_.outcomes[i];
+  bump(duration_[bucket]);
+  bump(duration_ns_, static_cast<std::uint64_t>(d.count()));
+  bump(duration_count_);
 }
 
 void ThreadMetrics::add_to(MetricsSnapshot& out) const {
-  std::lock_guard lock(mutex_);
-  out.add(data_);
+  {
+    std::lock_guard lock(rows_mutex_);
+    for (const auto& r : rows_)
+      for (unsigned s = 0; s < kMaxStatus; ++s)
+        if (auto n = r->by_status[s].load(std::memory_order_relaxed)) out.requests[{r->endpoint, s}] += n;
+  }
+  for (std::size_t i = 0; i < outcomes_.size(); ++i) out.outcomes[i] += outcomes_[i].load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < duration_.size(); ++i) out.duration[i] += duration_[i].load(std::memory_order_relaxed);
+  out.duration_sum += static_cast<double>(duration_ns_.load(std::memory_order_relaxed)) * 1e-9;
+  out.duration_count += duration_count_.load(std::memory_order_relaxed);
 }
 
 }  // namespace frontdoor::proxy

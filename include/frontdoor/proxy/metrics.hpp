@@ -3,12 +3,19 @@
 // scraped (SPEC §6). Labels are bounded: configured endpoint ids (unknown
 // ones count as "-"), status codes, and the fixed set of error codes; never
 // a token, a key hash or a raw path.
+//
+// The owning thread is the only writer of its counters: an increment is a
+// relaxed load and store (no locked instruction, no lock); the scraping
+// thread reads them relaxed. Only adding an endpoint's row takes the lock.
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
+#include <vector>
 
 #include "frontdoor/core/reason.hpp"
 
@@ -16,28 +23,39 @@ namespace frontdoor::proxy {
 
 inline constexpr std::array<double, 14> kDurationBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                           0.25,  0.5,    1,     2.5,  5,     10,  30};
+inline constexpr unsigned kMaxStatus = 600;
 
 struct MetricsSnapshot {
-  std::unordered_map<std::string, std::uint64_t> requests;  // "endpoint\tstatus"
-  std::array<std::uint64_t, 32> outcomes{};                 // by core::Reason (none = authorized)
-  std::array<std::uint64_t, kDurationBuckets.size() + 1> duration{};  // not cumulative; last = +Inf
+  std::map<std::pair<std::string, unsigned>, std::uint64_t> requests;  // (endpoint, status)
+  std::array<std::uint64_t, 32> outcomes{};                            // by core::Reason (none = authorized)
+  std::array<std::uint64_t, kDurationBuckets.size() + 1> duration{};   // not cumulative; last = +Inf
   double duration_sum = 0;
   std::uint64_t duration_count = 0;
-  void add(const MetricsSnapshot& o);
 };
 
-// One per proxy thread. The owning thread records; the admin thread reads.
-// The lock is the thread's own and uncontended but for a scrape.
 class ThreadMetrics {
  public:
   void record(std::string_view endpoint, unsigned status, std::chrono::nanoseconds duration);
-  void record_outcome(core::Reason r);
+  void record_outcome(core::Reason r) noexcept { bump(outcomes_[static_cast<std::size_t>(r) & 31]); }
   void add_to(MetricsSnapshot& out) const;
 
  private:
-  mutable std::mutex mutex_;
-  MetricsSnapshot data_;
-  std::string key_;  // reused buffer
+  using Counter = std::atomic<std::uint64_t>;
+  static void bump(Counter& c, std::uint64_t by = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+  }
+  struct Row {
+    std::string endpoint;
+    std::array<Counter, kMaxStatus> by_status{};
+  };
+
+  mutable std::mutex rows_mutex_;  // guards rows_ (the vector, not the counters)
+  std::vector<std::unique_ptr<Row>> rows_;
+  Row* last_ = nullptr;  // the row hit last: consecutive requests usually share it
+  std::array<Counter, 32> outcomes_{};
+  std::array<Counter, kDurationBuckets.size() + 1> duration_{};
+  Counter duration_ns_{0};
+  Counter duration_count_{0};
 };
 
 }  // namespace frontdoor::proxy
