@@ -78,16 +78,8 @@ Response error_response(const Request& req, core::Reason reason) {
 // Admin access (SPEC §5): the same Bearer keys, by management level;
 // `read` may GET, `read_write` may change.
 core::Reason authorize_admin(const Request& req, const auth::KeySet* keys) {
-  std::array<std::string_view, 4> values;
-  std::size_t count = 0;
-  for (const auto& f : req) {
-    if (f.name() != bhttp::field::authorization) continue;
-    if (count < values.size()) values[count] = std::string_view(f.value().data(), f.value().size());
-    ++count;
-  }
-  auto bearer = auth::parse_bearer(std::span(values.data(), std::min(count, values.size())));
+  auto bearer = http::bearer_of(req.base());
   if (bearer.reason != core::Reason::none) return bearer.reason;
-  if (count > values.size()) return core::Reason::invalid_api_key;
   const auth::Key* key = keys ? keys->find_by_hash(auth::sha256(bearer.token)) : nullptr;
   if (!key) return core::Reason::invalid_api_key;
   if (!key->enabled) return core::Reason::api_key_disabled;

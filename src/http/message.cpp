@@ -130,6 +130,17 @@ std::string connection_tokens(const bhttp::header<isRequest>& h) {
 
 }  // namespace
 
+auth::BearerResult bearer_of(const RequestHead& head) noexcept {
+  std::array<std::string_view, 2> values;  // a second one already decides
+  std::size_t count = 0;
+  for (const auto& f : head) {
+    if (f.name() != bhttp::field::authorization) continue;
+    if (count < values.size()) values[count] = std::string_view(f.value().data(), f.value().size());
+    ++count;
+  }
+  return auth::parse_bearer(std::span(values.data(), count < values.size() ? count : values.size()));
+}
+
 bool valid_request_id(std::string_view id) noexcept {
   return !id.empty() && id.size() <= 128 &&
          std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });

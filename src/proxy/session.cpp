@@ -140,9 +140,7 @@ void Session::start() {
   peer_ip_ = addr.to_string();
   const auto& config = *ctx_.runtime()->config;
   peer_trusted_ = config.routing.is_trusted(addr);
-  req_.emplace();
-  req_->header_limit(static_cast<std::uint32_t>(config.limits.max_header_bytes));
-  req_->body_limit(boost::none);  // enforced here, with our own error
+  fresh_parser(config);
   phase_ = Phase::first_head;
   set_deadline(config.limits.header_timeout);  // the TLS handshake counts against it
   if (client_.is_tls()) {
@@ -163,6 +161,24 @@ void Session::on_handshake(error_code ec) {
   }
   handshaken_ = true;
   read_client();
+}
+
+// A fresh parser per message, with our limits (the body limit is enforced
+// here, with our own error).
+void Session::fresh_parser(const config::Config& config) {
+  req_.emplace();
+  req_->header_limit(static_cast<std::uint32_t>(config.limits.max_header_bytes));
+  req_->body_limit(boost::none);
+  head_parsed_ = 0;
+}
+
+// The state of one attempt at a worker: cleared before each attempt (a
+// retry is a new one) and before the next request.
+void Session::reset_exchange() {
+  req_sent_ = req_final_chunk_sent_ = req_aborted_ = false;
+  res_started_ = res_done_ = res_head_done_ = res_eof_ = response_waiting_ = false;
+  up_write_pending_ = up_read_pending_ = false;
+  res_.reset();
 }
 
 void Session::read_client() {
@@ -384,15 +400,7 @@ void Session::on_request_head(std::size_t head_size) {
 
 Reason Session::authenticate_and_route() {
   const auto& head = req_->get();
-  std::array<std::string_view, 4> values;
-  std::size_t count = 0;
-  for (const auto& f : head) {
-    if (f.name() != bhttp::field::authorization) continue;
-    if (count < values.size()) values[count] = sv(f.value());
-    ++count;
-  }
-  auto bearer = auth::parse_bearer(std::span(values.data(), std::min(count, values.size())));
-  if (bearer.reason == Reason::none && count > values.size()) bearer.reason = Reason::invalid_api_key;
+  auto bearer = http::bearer_of(head);
   if (bearer.reason != Reason::none) return bearer.reason;
 
   const auto& keys = ctx_.keys();
@@ -530,11 +538,8 @@ void Session::on_granted(lb::WorkerState* w) {
 void Session::assign_worker(lb::WorkerState* w) {
   worker_ = w;
   ++exchange_id_;
+  reset_exchange();
   exchange_active_ = true;
-  req_sent_ = req_final_chunk_sent_ = false;
-  res_started_ = res_done_ = res_head_done_ = res_eof_ = response_waiting_ = req_aborted_ = false;
-  up_write_pending_ = up_read_pending_ = false;
-  res_.reset();
   const auto& ep = endpoint_->config();
 
   while ((up_ = ctx_.take(worker_, ep.pool.idle_timeout))) {
@@ -1189,14 +1194,10 @@ void Session::next_request() {
   attempts_ = 0;
   req_framing_ = res_framing_ = client_framing_ = Framing::none;
   req_remaining_ = res_remaining_ = req_total_ = 0;
-  req_sent_ = res_started_ = res_done_ = res_head_done_ = res_eof_ = false;
-  res_.reset();
+  reset_exchange();
   const auto& config = *ctx_.runtime()->config;
   config_ = nullptr;
-  req_.emplace();
-  req_->header_limit(static_cast<std::uint32_t>(config.limits.max_header_bytes));
-  req_->body_limit(boost::none);
-  head_parsed_ = 0;
+  fresh_parser(config);
   phase_ = Phase::idle;
   set_deadline(config.limits.idle_timeout);
   if (in_.size()) {

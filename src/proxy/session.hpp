@@ -58,6 +58,8 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
 
   // connection
   void read_client();
+  void fresh_parser(const config::Config& config);
+  void reset_exchange();
   void on_handshake(error_code ec);
   void read_client_soon();
   void on_client_read(error_code ec, std::size_t n);
@@ -164,9 +166,9 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   bool up_read_pending_ = false;
   bool client_write_pending_ = false;
   bool exchange_active_ = false;
-  bool res_eof_ = false;
-  bool response_waiting_ = false;
-  bool req_aborted_ = false;             // the worker stopped reading the request body        // head parsed while the request write was pending                 // Framing::until_eof: the worker closed
+  bool res_eof_ = false;           // Framing::until_eof: the worker closed
+  bool response_waiting_ = false;  // head parsed while the request write was pending
+  bool req_aborted_ = false;  // the worker stopped reading the request body
   bool res_complete_after_write_ = false;
   std::uint64_t exchange_id_ = 0;        // handlers of an abandoned exchange compare this
   std::string out_;        // head or framing bytes being written to the worker

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "frontdoor/auth/bearer.hpp"
 #include "frontdoor/core/reason.hpp"
 
 namespace frontdoor::http {
@@ -33,6 +34,10 @@ struct HeadCheck {
 // might tolerate.
 HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
                              std::uint64_t max_uri_bytes) noexcept;
+
+// SPEC §4 step 2 over a parsed head: every Authorization header's value
+// goes to auth::parse_bearer (more than one is refused there).
+auth::BearerResult bearer_of(const RequestHead& head) noexcept;
 
 // True when `id` may be forwarded as X-Request-Id: 1..128 visible ASCII characters.
 bool valid_request_id(std::string_view id) noexcept;
