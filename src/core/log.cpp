@@ -1,15 +1,21 @@
 #include "frontdoor/core/log.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <time.h>
 
 namespace frontdoor::core::log {
@@ -49,15 +55,53 @@ constexpr auto kJsonEscape = [] {
 }();
 }  // namespace
 
+// Length of the valid UTF-8 sequence at s[i] (a byte >= 0x80), or 0 when
+// it is not one: a stray continuation byte, a truncated sequence, an
+// overlong form, a surrogate or a code point above U+10FFFF (RFC 3629 §4).
+std::size_t utf8_sequence(std::string_view s, std::size_t i) noexcept {
+  auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b0 = at(i);
+  std::size_t len;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    if (b0 == 0xE0) lo = 0xA0;  // overlong
+    if (b0 == 0xED) hi = 0x9F;  // surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    if (b0 == 0xF0) lo = 0x90;  // overlong
+    if (b0 == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (s.size() - i < len) return 0;
+  if (at(i + 1) < lo || at(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < len; ++k)
+    if ((at(i + k) & 0xC0) != 0x80) return 0;
+  return len;
+}
+
 char* write_json_string(char* p, std::string_view s) noexcept {
   static constexpr char kHex[] = "0123456789abcdef";
   *p++ = '"';
-  for (char c : s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
     auto u = static_cast<unsigned char>(c);
     char e = kJsonEscape[u];
     if (e == 0) {
-      *p++ = c;
-      continue;
+      if (u < 0x80) {
+        *p++ = c;
+        continue;
+      }
+      if (std::size_t len = utf8_sequence(s, i)) {
+        std::memcpy(p, s.data() + i, len);
+        p += len;
+        i += len - 1;
+        continue;
+      }
+      e = 'u';  // not UTF-8: this one byte as \u00XX (6 bytes of room, as for controls)
     }
     *p++ = '\\';
     *p++ = e;
@@ -151,6 +195,131 @@ void write(Level level, std::string_view msg, std::initializer_list<Field> field
     p += n;
     left -= static_cast<std::size_t>(n);
   }
+}
+
+// ---------------------------------------------------------------------------
+// AsyncWriter
+// ---------------------------------------------------------------------------
+
+struct AsyncWriter::Impl {
+  Impl(int fd, std::size_t max) : fd(fd), max_queued_bytes(max) {}
+
+  const int fd;
+  const std::size_t max_queued_bytes;
+  std::mutex mu;
+  std::condition_variable wake;  // a batch was queued, or stop
+  std::condition_variable idle;  // queued_bytes went down
+  std::deque<std::string> queue;
+  std::size_t queued_bytes = 0;  // includes the batch being written
+  bool stopping = false;
+  std::atomic<bool> give_up{false};  // the exit deadline passed: drop the rest
+  std::atomic<std::uint64_t> dropped{0};
+  std::thread thread;
+
+  static std::uint64_t lines_in(std::string_view s) noexcept {
+    return static_cast<std::uint64_t>(std::count(s.begin(), s.end(), '\n'));
+  }
+
+  void run() {
+    std::unique_lock lock(mu);
+    for (;;) {
+      wake.wait(lock, [&] { return !queue.empty() || stopping; });
+      if (queue.empty()) return;
+      std::string batch = std::move(queue.front());
+      queue.pop_front();
+      lock.unlock();
+      const std::size_t written = write_batch(batch);
+      if (written < batch.size())
+        dropped.fetch_add(lines_in(std::string_view(batch).substr(written)), std::memory_order_relaxed);
+      lock.lock();
+      queued_bytes -= batch.size();
+      idle.notify_all();
+    }
+  }
+
+  std::size_t write_batch(std::string_view batch) {
+    // At most one pipe page per write(2) after POLLOUT: Linux then never
+    // blocks on a pipe (a free page is what POLLOUT means there); cut after
+    // a newline when there is one, so that giving up never splits a line.
+    constexpr std::size_t kPiece = 4096;
+    std::size_t off = 0;
+    while (off < batch.size()) {
+      if (give_up.load(std::memory_order_relaxed)) break;
+      pollfd p{fd, POLLOUT, 0};
+      int rc = ::poll(&p, 1, 100);
+      if (rc < 0 && errno != EINTR) break;
+      if (rc <= 0) continue;
+      if (p.revents & (POLLERR | POLLNVAL)) break;
+      std::size_t n = std::min(kPiece, batch.size() - off);
+      if (off + n < batch.size()) {
+        auto nl = batch.substr(off, n).rfind('\n');
+        if (nl != std::string_view::npos) n = nl + 1;
+      }
+      ssize_t w = ::write(fd, batch.data() + off, n);
+      if (w < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        break;  // EPIPE (SIGPIPE is ignored), EBADF...: the reader is gone
+      }
+      off += static_cast<std::size_t>(w);
+    }
+    return off;
+  }
+};
+
+AsyncWriter::AsyncWriter(int fd, std::size_t max_queued_bytes)
+    : impl_(std::make_unique<Impl>(fd, max_queued_bytes)) {}
+
+AsyncWriter::~AsyncWriter() {
+  drain(std::chrono::seconds(2));
+  impl_->give_up = true;
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+    for (const auto& b : impl_->queue) impl_->dropped.fetch_add(Impl::lines_in(b), std::memory_order_relaxed);
+    impl_->queue.clear();
+  }
+  impl_->wake.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+bool AsyncWriter::submit(std::string_view lines) {
+  if (lines.empty()) return true;
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stopping || impl_->queued_bytes + lines.size() > impl_->max_queued_bytes) {
+      impl_->dropped.fetch_add(Impl::lines_in(lines), std::memory_order_relaxed);
+      return false;
+    }
+    if (!impl_->thread.joinable()) impl_->thread = std::thread([this] { impl_->run(); });
+    impl_->queue.emplace_back(lines);
+    impl_->queued_bytes += lines.size();
+  }
+  impl_->wake.notify_one();
+  return true;
+}
+
+std::uint64_t AsyncWriter::dropped_lines() const noexcept { return impl_->dropped.load(std::memory_order_relaxed); }
+
+bool AsyncWriter::drain(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(impl_->mu);
+  return impl_->idle.wait_for(lock, timeout, [&] { return impl_->queued_bytes == 0; });
+}
+
+namespace {
+std::atomic<AsyncWriter*> g_access_writer{nullptr};
+}  // namespace
+
+AsyncWriter& access_log_writer() {
+  // A function-local static: made on first use, and at exit it writes what
+  // is queued (bounded) and joins its thread before the process ends.
+  static AsyncWriter writer(STDOUT_FILENO, 8u << 20);
+  g_access_writer.store(&writer, std::memory_order_release);
+  return writer;
+}
+
+std::uint64_t access_log_dropped() noexcept {
+  auto* w = g_access_writer.load(std::memory_order_acquire);
+  return w ? w->dropped_lines() : 0;
 }
 
 }  // namespace frontdoor::core::log

@@ -2,6 +2,7 @@
 // Lifecycle and error events as JSON lines on stderr (SPEC §6). Thread-safe;
 // one write(2) per line so lines from several threads never interleave.
 // Never pass a token or a key hash here.
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -29,6 +30,10 @@ inline void warn(std::string_view m, std::initializer_list<Field> f = {}) { writ
 inline void error(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::error, m, f); }
 
 // Appends s as a JSON string literal (with quotes), escaping as RFC 8259 requires.
+// Valid UTF-8 is kept as is; a byte that does not start a valid UTF-8
+// sequence (request paths are arbitrary bytes) is written as \u00XX, so every
+// line stays valid UTF-8 and the byte can still be read back: a real U+0080..
+// U+00FF character is never escaped this way, it stays raw UTF-8.
 void append_json_string(std::string& out, std::string_view s);
 
 // Appends the current UTC time as RFC 3339 with milliseconds.
@@ -62,5 +67,42 @@ inline char* write_raw(char* p, std::string_view s) noexcept {
   __builtin_memcpy(p, s.data(), s.size());
   return p + s.size();
 }
+
+// Writes batches of whole lines to a descriptor on its own thread, so that a
+// slow reader (a container log driver, journald under backpressure, a full
+// pipe) never blocks the threads that produce them. The queue is bounded:
+// when more than `max_queued_bytes` wait, a new batch is dropped whole and
+// its lines are counted. Writes go out in pieces of at most 4 KiB after
+// poll() says the descriptor is writable, so the writer itself never sits in
+// a write(2) it cannot leave; the descriptor keeps its blocking mode (it may
+// be shared with other writers, e.g. stderr on the same pipe).
+class AsyncWriter {
+ public:
+  AsyncWriter(int fd, std::size_t max_queued_bytes);
+  // Writes what is queued for at most about 2 s, then drops the rest.
+  ~AsyncWriter();
+  AsyncWriter(const AsyncWriter&) = delete;
+  AsyncWriter& operator=(const AsyncWriter&) = delete;
+
+  // Queues `lines` (complete lines, "\n"-terminated). Never blocks on the
+  // descriptor; false when dropped.
+  bool submit(std::string_view lines);
+  // Lines dropped: queue full, descriptor closed or broken, or still queued
+  // when the writer had to give up at exit.
+  std::uint64_t dropped_lines() const noexcept;
+  // Waits until everything queued so far is written, at most `timeout`.
+  // True when the queue is empty.
+  bool drain(std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;  // the queue and the thread, kept out of this widely included header
+  std::unique_ptr<Impl> impl_;
+};
+
+// The access log's writer: stdout, at most 8 MiB queued. Created on first use.
+AsyncWriter& access_log_writer();
+// Access-log lines dropped so far (0 when the writer was never used), for
+// the metric frontdoor_access_log_dropped_total.
+std::uint64_t access_log_dropped() noexcept;
 
 }  // namespace frontdoor::core::log
