@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <sstream>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -225,9 +226,12 @@ std::optional<WorkerUrl> parse_worker_url(std::string_view text, std::string& pr
   return w;
 }
 
+// Lower-case only: an id is also the first label of a host name, which
+// routing compares case-insensitively (it lowers the Host); "MyEp" would be
+// reachable by path and never by host.
 bool is_endpoint_id(std::string_view id) noexcept {
   return !id.empty() && std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
 }
 
@@ -439,6 +443,11 @@ class Loader {
       }
     }
     m.read("path_prefix", routing.path_prefix);
+    if (!routing.path_prefix && routing.host_suffix.empty()) {
+      const Item* p = m.find("path_prefix");
+      problems_.add(p ? p->line : item.key_line, p ? p->path : item.path + ".path_prefix",
+                    "false with no host_suffix leaves no way to address an endpoint");
+    }
     if (const Item* it = m.find("trusted_proxies")) {
       if (auto elements = detail::read_sequence(problems_, *it)) {
         for (const Item& element : *elements) {
@@ -468,6 +477,18 @@ class Loader {
     m.read("max_connections", limits.max_connections, 1, kNoMax);
     m.read("drain_delay", limits.drain_delay, ZeroDuration::allowed);
     m.read("shutdown_grace", limits.shutdown_grace, ZeroDuration::allowed);
+    // A request line longer than the whole head is cut by the head limit
+    // first: 431, never the 414 max_uri_bytes asks for. Written that way it
+    // is a mistake; left at its default, the URI limit follows the head's.
+    if (limits.max_uri_bytes > limits.max_header_bytes) {
+      if (const Item* u = m.find("max_uri_bytes")) {
+        problems_.add(u->line, u->path,
+                      "larger than limits.max_header_bytes (" + std::to_string(limits.max_header_bytes) +
+                          "): a URI that long is refused by the head limit first (431, never 414)");
+      } else {
+        limits.max_uri_bytes = limits.max_header_bytes;
+      }
+    }
   }
 
   void load_keys(const Item* item, Keys& keys) {
@@ -496,7 +517,7 @@ class Loader {
     for (const auto& [id, body] : m.fields()) {
       if (!is_endpoint_id(id)) {
         problems_.add(body.key_line, body.path,
-                      R"(an endpoint id may only contain letters, digits, "_" and "-")");
+                      R"(an endpoint id may only contain lower-case letters, digits, "_" and "-")");
       }
       Endpoint ep;
       ep.id = id;
@@ -573,6 +594,7 @@ class Loader {
       return;
     }
     std::vector<std::pair<std::string, std::string>> seen;  // identity, path
+    std::vector<std::pair<tcp::endpoint, std::string>> resolved;  // address, path
     for (const Item& element : *elements) {
       auto text = detail::read_string(problems_, element);
       if (!text) continue;
@@ -598,7 +620,22 @@ class Loader {
                       "cannot resolve \"" + url->host + "\": " + resolve_error_);
         continue;
       }
+      // Two URLs may name one address ("localhost:5000", "127.0.0.1:5000"):
+      // that worker would get double weight and its connections one pool.
+      bool duplicate = false;
       for (const tcp::endpoint& address : addresses) {
+        auto same = std::find_if(resolved.begin(), resolved.end(), [&](const auto& r) { return r.first == address; });
+        if (same == resolved.end()) continue;
+        std::ostringstream a;
+        a << address;
+        problems_.add(element.line, element.path,
+                      "duplicate worker: resolves to " + a.str() + ", as " + same->second + " does");
+        duplicate = true;
+        break;
+      }
+      if (duplicate) continue;
+      for (const tcp::endpoint& address : addresses) {
+        resolved.emplace_back(address, element.path);
         workers.push_back(Worker{*text, url->authority, address});
       }
     }

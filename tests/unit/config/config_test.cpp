@@ -177,7 +177,7 @@ routing: { host_suffix: .API.Example.COM, path_prefix: false, trusted_proxies: [
 limits: { max_body_bytes: 0, drain_delay: 1.5s, shutdown_grace: 0s, header_timeout: 250ms }
 keys: { store: /var/lib/frontdoor/keys.db, last_used_flush: 1m, strip_authorization: false }
 endpoints:
-  ep-1_B:
+  ep-1_b:
     workers: [ "http://127.0.0.1:5000/" ]
     balance: power_of_two
     max_concurrency: 4
@@ -200,7 +200,7 @@ endpoints:
   EXPECT_EQ(cfg->keys.store, "/var/lib/frontdoor/keys.db");
   EXPECT_EQ(cfg->keys.last_used_flush, seconds(60));
   EXPECT_FALSE(cfg->keys.strip_authorization);
-  const Endpoint* ep = cfg->find_endpoint("ep-1_B");
+  const Endpoint* ep = cfg->find_endpoint("ep-1_b");
   ASSERT_NE(ep, nullptr);
   EXPECT_EQ(ep->workers[0].url, "http://127.0.0.1:5000/");
   EXPECT_EQ(ep->workers[0].authority, "127.0.0.1:5000");
@@ -579,11 +579,55 @@ endpoints:
   ep4:
 )"),
       expected({
-          R"(:3: endpoints.ep.1: an endpoint id may only contain letters, digits, "_" and "-")",
-          R"(:4: endpoints.ep 2: an endpoint id may only contain letters, digits, "_" and "-")",
+          R"(:3: endpoints.ep.1: an endpoint id may only contain lower-case letters, digits, "_" and "-")",
+          R"(:4: endpoints.ep 2: an endpoint id may only contain lower-case letters, digits, "_" and "-")",
           ":5: endpoints.ep3.workers: missing",
           ":6: endpoints.ep4.workers: missing",
       }));
+}
+
+// Host routing lowers the Host before it compares; an id with upper case
+// would be reachable by path only (L7).
+TEST_F(ConfigTest, EndpointIdsAreLowerCase) {
+  EXPECT_EQ(error_of(R"(listeners: [ { address: 127.0.0.1:0 } ]
+endpoints:
+  MyEp: { workers: ["http://127.0.0.1:5000"] }
+  my-ep_2: { workers: ["http://127.0.0.1:5001"] }
+)"),
+            expected({R"(:3: endpoints.MyEp: an endpoint id may only contain lower-case letters, digits, "_" and "-")"}));
+}
+
+TEST_F(ConfigTest, RoutingMustLeaveAWayToAnEndpoint) {
+  EXPECT_EQ(error_of(std::string(kListener) + "routing:\n  path_prefix: false\n"),
+            expected({":3: routing.path_prefix: false with no host_suffix leaves no way to address an endpoint"}));
+  EXPECT_EQ(error_of(std::string(kListener) + "routing: { host_suffix: \"\", path_prefix: false }\n"),
+            expected({":2: routing.path_prefix: false with no host_suffix leaves no way to address an endpoint"}));
+  auto cfg = load(std::string(kListener) + "routing: { host_suffix: .x.test, path_prefix: false }\n");
+  EXPECT_FALSE(cfg->routing.path_prefix);
+}
+
+TEST_F(ConfigTest, UriLimitAboveHeadLimit) {
+  // Written: a mistake (414 could never win over 431).
+  EXPECT_EQ(error_of(std::string(kListener) + "limits:\n  max_header_bytes: 4096\n  max_uri_bytes: 8192\n"),
+            expected({":4: limits.max_uri_bytes: larger than limits.max_header_bytes (4096): a URI that long is "
+                      "refused by the head limit first (431, never 414)"}));
+  // Left at its default: it follows the head limit.
+  auto cfg = load(std::string(kListener) + "limits: { max_header_bytes: 2048 }\n");
+  EXPECT_EQ(cfg->limits.max_uri_bytes, 2048u);
+  cfg = load(std::string(kListener) + "limits: { max_header_bytes: 4096, max_uri_bytes: 4096 }\n");
+  EXPECT_EQ(cfg->limits.max_uri_bytes, 4096u);
+}
+
+TEST_F(ConfigTest, TwoUrlsForOneAddressAreOneWorker) {
+  EXPECT_EQ(error_of(R"(listeners: [ { address: 127.0.0.1:0 } ]
+endpoints:
+  ep1:
+    workers: [ "http://127.0.0.1:5000", "http://localhost:5001", "http://localhost:5000" ]
+  ep2:
+    workers: [ "http://127.0.0.1:5000" ]
+)"),
+            expected({":4: endpoints.ep1.workers[2]: duplicate worker: resolves to 127.0.0.1:5000, as "
+                      "endpoints.ep1.workers[0] does"}));
 }
 
 TEST_F(ConfigTest, BadWorkerUrls) {
