@@ -499,6 +499,9 @@ class Loader {
         if (auto s = detail::read_string(problems_, *it)) {
           if (s->empty()) {
             problems_.add(it->line, it->path, "expected a file name");
+          } else if (s->starts_with("postgresql://") || s->starts_with("postgres://")) {
+            // SPEC §3.1: refused, not read as a file named "postgresql:".
+            problems_.add(it->line, it->path, "PostgreSQL key stores are not supported yet");
           } else {
             store = std::move(*s);
           }

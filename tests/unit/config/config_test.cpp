@@ -630,6 +630,15 @@ endpoints:
                       "endpoints.ep1.workers[0] does"}));
 }
 
+// SPEC §1/§3.1: a part not built yet is refused, never read as something else.
+TEST_F(ConfigTest, PostgresqlStoreIsNotSupportedYet) {
+  for (const char* uri : {"postgresql://fd@db/frontdoor", "postgres://db/x"}) {
+    EXPECT_EQ(error_of(std::string(kListener) + "keys:\n  store: \"" + uri + "\"\n"),
+              expected({":3: keys.store: PostgreSQL key stores are not supported yet"}))
+        << uri;
+  }
+}
+
 TEST_F(ConfigTest, BadWorkerUrls) {
   EXPECT_EQ(
       error_of(R"(listeners: [ { address: 127.0.0.1:0 } ]
