@@ -85,9 +85,9 @@ struct Reader {
     const auto& s = v.get_string();
     if (s.empty()) return fail("name", "expected a non-empty string");
     if (s.size() > kMaxNameLength) return fail("name", "at most 256 bytes");
-    if (std::any_of(s.begin(), s.end(),
-                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
-      return fail("name", "control characters are not allowed");
+    // Cc (C1 too), noncharacters: a store file could not hold them as text.
+    if (auto why = auth::key_name_problem(std::string_view(s.data(), s.size())))
+      return fail("name", *why);
     out.assign(s.data(), s.size());
     return true;
   }
@@ -273,6 +273,13 @@ ApiResponse create_key(std::string_view body, auth::KeyRegistry& registry) {
   return ok(201, std::move(out));
 }
 
+// Thrown from inside a store update to abandon it.
+struct PatchConflict : std::exception {
+  explicit PatchConflict(BodyError e) : error(std::move(e)) {}
+  const char* what() const noexcept override { return "the patch conflicts with the key"; }
+  BodyError error;
+};
+
 ApiResponse patch_key(const std::string& id, std::string_view body, auth::KeyRegistry& registry) {
   auto patch = parse_key_patch(body);
   if (!patch) return invalid("invalid_body", patch.error);
@@ -281,16 +288,20 @@ ApiResponse patch_key(const std::string& id, std::string_view body, auth::KeyReg
     if (!key) return key_not_found();
     return ok(200, json::object{{"key", key_to_json(*key)}});
   }
-  // The edit runs on the key as it is on disk now; a conflict found there
-  // leaves the key unchanged (all or nothing).
-  std::optional<BodyError> conflict;
+  // The edit runs on the key as it is on disk now. A conflict found there
+  // throws out of the edit, which makes the store abandon the write: no
+  // rewrite, no new change sequence, nothing published (all or nothing).
   const KeyPatch& p = *patch.value;
-  auto key = registry.update(id, [&](auth::Key& k) {
-    conflict = p.conflicts_with(k);
-    if (!conflict) p.apply(k);
-  });
+  std::optional<auth::Key> key;
+  try {
+    key = registry.update(id, [&](auth::Key& k) {
+      if (auto conflict = p.conflicts_with(k)) throw PatchConflict(std::move(*conflict));
+      p.apply(k);
+    });
+  } catch (const PatchConflict& c) {
+    return invalid("invalid_body", c.error);
+  }
   if (!key) return key_not_found();
-  if (conflict) return invalid("invalid_body", *conflict);
   return ok(200, json::object{{"key", key_to_json(*key)}});
 }
 

@@ -24,6 +24,67 @@ std::optional<Access> parse_access(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+bool valid_key_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+char32_t next_code_point(std::string_view s, std::size_t& i) noexcept {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) {
+    ++i;
+    return c;
+  }
+  std::size_t n = 0;
+  char32_t cp = 0;
+  char32_t min = 0;
+  if ((c & 0xE0) == 0xC0) {
+    n = 2, cp = c & 0x1F, min = 0x80;
+  } else if ((c & 0xF0) == 0xE0) {
+    n = 3, cp = c & 0x0F, min = 0x800;
+  } else if ((c & 0xF8) == 0xF0) {
+    n = 4, cp = c & 0x07, min = 0x10000;
+  } else {
+    ++i;  // a continuation byte without a lead, or 0xF8..0xFF
+    return kInvalidUtf8;
+  }
+  if (i + n > s.size()) {
+    ++i;
+    return kInvalidUtf8;
+  }
+  for (std::size_t k = 1; k < n; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) {
+      ++i;
+      return kInvalidUtf8;
+    }
+    cp = (cp << 6) | (byte(i + k) & 0x3F);
+  }
+  // Overlong forms would let one character hide as another; surrogates and
+  // values above U+10FFFF are not characters. libyaml refuses all three.
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+    ++i;
+    return kInvalidUtf8;
+  }
+  i += n;
+  return cp;
+}
+
+std::optional<std::string> key_name_problem(std::string_view name) {
+  for (std::size_t i = 0; i < name.size();) {
+    const char32_t c = next_code_point(name, i);
+    if (c == kInvalidUtf8) return "not valid UTF-8";
+    if (c < 0x20 || (c >= 0x7F && c <= 0x9F)) return "control characters are not allowed";
+    if (is_noncharacter(c)) return "noncharacters (U+FDD0..U+FDEF, U+FFFE, U+FFFF, ...) are not allowed";
+  }
+  return std::nullopt;
+}
+
 Access Key::access_for(std::string_view endpoint) const noexcept {
   if (legacy_access) return *legacy_access;
   const auto it = std::lower_bound(endpoints.begin(), endpoints.end(), endpoint,

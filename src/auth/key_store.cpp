@@ -122,16 +122,6 @@ std::optional<double> parse_number(std::string_view s) {
   return v;
 }
 
-bool valid_id(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
-  for (char c : id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-' || c == '.';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 class StoreParser {
  public:
   StoreParser(const std::string& path, std::FILE* file) : path_(path), in_(path, file) {}
@@ -276,7 +266,7 @@ class StoreParser {
       if (field == "id") {
         if (!value_scalar(name)) continue;
         id_line = in_.line();
-        if (!valid_id(in_.scalar())) {
+        if (!valid_key_id(in_.scalar())) {
           error(id_line, name, "expected 1 to 128 characters of A-Z a-z 0-9 _ - .");
           continue;
         }
@@ -476,39 +466,57 @@ bool plain_safe(std::string_view s) {
   return true;
 }
 
+void append_escape(std::string& out, char kind, char32_t c, int digits) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out += '\\';
+  out += kind;
+  for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4) out += kHex[(c >> shift) & 0xF];
+}
+
+// A code point that may stand raw inside a double-quoted scalar: libyaml's
+// reader refuses C0 (but tab, LF, CR), DEL, C1 (but NEL), surrogates and
+// U+FFFE/U+FFFF, and its scanner folds LF, CR, NEL, U+2028 and U+2029 as
+// line breaks; a BOM is dropped at a line start. All of those, and every
+// other noncharacter, are written as escapes instead, which libyaml turns
+// back into exactly the same code point.
+bool raw_in_quotes(char32_t c) noexcept {
+  if (c < 0x20 || c == '"' || c == '\\') return false;
+  if (c >= 0x7F && c <= 0x9F) return false;
+  if (c == 0x2028 || c == 0x2029 || c == 0xFEFF) return false;
+  return !is_noncharacter(c);
+}
+
 void append_scalar(std::string& out, std::string_view s) {
   if (plain_safe(s)) {
     out += s;
     return;
   }
-  static constexpr char kHex[] = "0123456789ABCDEF";
   out += '"';
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7F) {
-          out += "\\x";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xF];
-        } else {
-          out += ch;  // UTF-8 passes through unchanged
-        }
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t start = i;
+    const char32_t c = next_code_point(s, i);
+    if (c == kInvalidUtf8) {
+      // Not text (a hand-edited database, say): a YAML file cannot hold the
+      // raw byte, so it becomes U+FFFD and the store stays readable.
+      out += "\\uFFFD";
+    } else if (raw_in_quotes(c)) {
+      out.append(s.substr(start, i - start));
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c <= 0xFF) {
+      append_escape(out, 'x', c, 2);
+    } else if (c <= 0xFFFF) {
+      append_escape(out, 'u', c, 4);
+    } else {
+      append_escape(out, 'U', c, 8);
     }
   }
   out += '"';
@@ -551,15 +559,30 @@ void fsync_dir(const std::string& path) {
   if (rc != 0) throw StoreError(parent_dir(path) + ": fsync failed: " + errno_text(err));
 }
 
-// Writes `data` to a new file `tmp` with `mode`, fsynced; unlinks it on failure.
-void write_temp_file(const std::string& tmp, std::string_view data, mode_t mode) {
+FileStamp stamp_from(const struct stat& st) {
+  FileStamp f;
+  f.dev = static_cast<std::uint64_t>(st.st_dev);
+  f.ino = static_cast<std::uint64_t>(st.st_ino);
+  f.size = static_cast<std::int64_t>(st.st_size);
+  f.mtime_sec = static_cast<std::int64_t>(st.st_mtim.tv_sec);
+  f.mtime_nsec = static_cast<std::int64_t>(st.st_mtim.tv_nsec);
+  return f;
+}
+
+// Writes `data` to a new file `tmp` with `mode`, fsynced; unlinks it on
+// failure. Returns the file's stamp, from its descriptor.
+FileStamp write_temp_file(const std::string& tmp, std::string_view data, mode_t mode) {
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) throw StoreError(tmp + ": cannot create: " + errno_text(errno));
+  FileStamp written;
   try {
     // open() applies the umask; the store's own mode must survive a rewrite.
     if (::fchmod(fd, mode) != 0) throw StoreError(tmp + ": chmod failed: " + errno_text(errno));
     write_all(fd, data, tmp);
     if (::fsync(fd) != 0) throw StoreError(tmp + ": fsync failed: " + errno_text(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw StoreError(tmp + ": stat failed: " + errno_text(errno));
+    written = stamp_from(st);
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -570,6 +593,7 @@ void write_temp_file(const std::string& tmp, std::string_view data, mode_t mode)
     ::unlink(tmp.c_str());
     throw StoreError(tmp + ": close failed: " + errno_text(err));
   }
+  return written;
 }
 
 std::atomic<unsigned> g_create_counter{0};
@@ -657,7 +681,13 @@ std::string to_yaml(const std::vector<Key>& keys) {
   return out;
 }
 
-void write_yaml_store_atomic(const std::string& path, const std::vector<Key>& keys) {
+FileStamp stamp_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return stamp_from(st);
+}
+
+FileStamp write_yaml_store_atomic(const std::string& path, const std::vector<Key>& keys) {
   const std::string data = to_yaml(keys);
   mode_t mode = 0600;  // tokens' hashes are not secrets, but key names and scopes are private
   struct stat st {};
@@ -665,7 +695,7 @@ void write_yaml_store_atomic(const std::string& path, const std::vector<Key>& ke
   // pid in the name: two processes never share a temporary file; within one
   // process the StoreLock the caller holds serializes writers.
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  write_temp_file(tmp, data, mode);
+  const FileStamp written = write_temp_file(tmp, data, mode);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
@@ -673,6 +703,9 @@ void write_yaml_store_atomic(const std::string& path, const std::vector<Key>& ke
   }
   // Without this the rename itself may be lost on a crash.
   fsync_dir(path);
+  // rename(2) keeps the inode, size and mtime: this is the file now at
+  // `path`, unless another writer has replaced it since.
+  return written;
 }
 
 StoreLock::StoreLock(const std::string& store_path) {

@@ -4,38 +4,14 @@
 // atomically. changes() cannot name changed keys in a YAML file: it tells
 // the registry to reload when the file is no longer the one we last read or
 // wrote (inode, size or modification time moved).
-#include <sys/stat.h>
-
 #include <algorithm>
+#include <unordered_map>
 
 #include "frontdoor/auth/store.hpp"
 
 namespace frontdoor::auth {
 
 namespace {
-
-struct FileStamp {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  off_t size = -1;
-  timespec mtime{};
-  bool operator==(const FileStamp& o) const noexcept {
-    return dev == o.dev && ino == o.ino && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
-           mtime.tv_nsec == o.mtime.tv_nsec;
-  }
-};
-
-FileStamp stamp_of(const std::string& path) {
-  struct stat st {};
-  FileStamp f;
-  if (::stat(path.c_str(), &st) == 0) {
-    f.dev = st.st_dev;
-    f.ino = st.st_ino;
-    f.size = st.st_size;
-    f.mtime = st.st_mtim;
-  }
-  return f;
-}
 
 class YamlStore final : public KeyStore {
  public:
@@ -60,7 +36,7 @@ class YamlStore final : public KeyStore {
   void create(const Key& key) override {
     mutate([&](std::vector<Key>& keys) {
       for (const auto& k : keys) {
-        if (k.id == key.id) throw StoreError(path_ + ": a key with id " + key.id + " exists already");
+        if (k.id == key.id) throw DuplicateKeyId(path_ + ": a key with id " + key.id + " exists already");
         if (k.hash == key.hash) throw StoreError(path_ + ": a key with the same token exists already");
       }
       keys.push_back(key);
@@ -124,10 +100,13 @@ class YamlStore final : public KeyStore {
     auto keys = load_yaml_store(path_);
     bool changed_on_disk = !(stamp_of(path_) == seen_);
     if (!apply(keys)) return;
-    write_yaml_store_atomic(path_, keys);
+    const FileStamp written = write_yaml_store_atomic(path_, keys);
     // Our own write is not a change to reload for, unless someone else's
     // change was merged into it (then the registry must see theirs too).
-    if (!changed_on_disk) seen_ = stamp_of(path_);
+    // The stamp is the one of the file we wrote, not of whatever the path
+    // names now: a CLI write renamed over ours in between must still be
+    // seen as a change.
+    if (!changed_on_disk) seen_ = written;
   }
 
   std::string path_;

@@ -124,23 +124,6 @@ Access access_or_throw(const std::string& s, const std::string& what) {
   throw InputError(what + ": expected none, read or read_write, got \"" + s + "\"");
 }
 
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80           ? 1
-                    : (c >> 5) == 0x6  ? 2
-                    : (c >> 4) == 0xE  ? 3
-                    : (c >> 3) == 0x1E ? 4
-                                       : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (std::size_t j = 1; j < n; ++j) {
-      if ((static_cast<unsigned char>(s[i + j]) >> 6) != 0x2) return false;
-    }
-    i += n;
-  }
-  return true;
-}
-
 std::string random_id(const std::vector<Key>& keys) {
   for (;;) {
     unsigned char b[4];
@@ -162,12 +145,18 @@ std::string time_or_dash(const std::optional<core::UnixSeconds>& t) {
 }
 
 // Terminal-safe and measured in code points, so that the table stays
-// aligned and a hand-edited name cannot inject control sequences.
+// aligned and a hand-edited name cannot inject control sequences (C1's
+// U+009B is a CSI too).
 std::string printable(std::string_view s) {
   std::string out;
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7F) ? '?' : c;
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t start = i;
+    const char32_t c = auth::next_code_point(s, i);
+    if (c == auth::kInvalidUtf8 || c < 0x20 || (c >= 0x7F && c <= 0x9F)) {
+      out += '?';
+    } else {
+      out.append(s.substr(start, i - start));
+    }
   }
   return out;
 }
@@ -181,7 +170,8 @@ int cmd_create(const Args& a) {
   const std::string store = a.required("--store");
   const std::string name = a.required("--name");
   if (name.empty()) throw InputError("--name: must not be empty");
-  if (!valid_utf8(name)) throw InputError("--name: not valid UTF-8");
+  // The same rule as the admin API: a name a YAML store can hold as text.
+  if (auto why = auth::key_name_problem(name)) throw InputError("--name: " + *why);
 
   Key k;
   k.name = name;
@@ -228,11 +218,22 @@ int cmd_create(const Args& a) {
     k.prefix = token.substr(0, 8);
   };
   if (is_sqlite(store)) {
-    // A writer that takes the same id or token meanwhile makes create()
-    // throw, and no token is printed.
+    // The database's own uniqueness checks decide, under its write lock:
+    // reading millions of keys first would not make the pick any safer,
+    // since another writer may take the id meanwhile. An id taken is
+    // picked again; a taken token (never in practice) fails and prints
+    // nothing.
     const auto db = auth::open_sqlite_store(store);
-    pick_id_and_token(db->load());
-    db->create(k);
+    constexpr int kIdAttempts = 8;
+    for (int attempt = 1;; ++attempt) {
+      pick_id_and_token({});
+      try {
+        db->create(k);
+        break;
+      } catch (const auth::DuplicateKeyId&) {
+        if (attempt == kIdAttempts) throw;
+      }
+    }
   } else {
     auth::StoreLock lock(store);
     std::vector<Key> keys = auth::load_yaml_store(store);

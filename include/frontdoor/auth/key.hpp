@@ -22,6 +22,30 @@ enum class Access : std::uint8_t { none, read, read_write };
 std::string_view to_string(Access a) noexcept;
 std::optional<Access> parse_access(std::string_view s) noexcept;
 
+// A key id as every store holds it: 1 to 128 characters of A-Z a-z 0-9 _ - .
+// Ids go into the access log and the X-Frontdoor-Key-Id header unescaped,
+// so an id read from any store is checked with this first.
+bool valid_key_id(std::string_view id) noexcept;
+
+// The code point of the UTF-8 sequence at s[i], advancing i past it; or
+// kInvalidUtf8, advancing i by one byte, when the bytes there are not UTF-8
+// (an overlong form, a surrogate, above U+10FFFF, a stray or missing
+// continuation byte).
+inline constexpr char32_t kInvalidUtf8 = 0xFFFFFFFF;
+char32_t next_code_point(std::string_view s, std::size_t& i) noexcept;
+// U+FDD0..U+FDEF and the last two code points of every plane.
+constexpr bool is_noncharacter(char32_t c) noexcept {
+  return (c >= 0xFDD0 && c <= 0xFDEF) || (c & 0xFFFE) == 0xFFFE;
+}
+
+// Why `name` cannot be a key name because of its characters, or nullopt
+// when it can (length limits are the caller's). A name is valid UTF-8
+// (shortest form, no surrogates) without control characters (Cc: C0, DEL,
+// C1 including U+0085) and without noncharacters (U+FDD0..U+FDEF,
+// U+xxFFFE, U+xxFFFF). Everything else (U+00A0, U+2028, emoji, CJK,
+// combining marks, RTL text) is a name and every store keeps it exactly.
+std::optional<std::string> key_name_problem(std::string_view name);
+
 struct RateLimit {
   double rps = 0;
   std::uint64_t burst = 0;

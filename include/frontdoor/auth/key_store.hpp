@@ -1,6 +1,7 @@
 #pragma once
 // The YAML key store file (SPEC §3): loading with a streaming parser (100,000
 // keys in well under 2 s) and atomic, locked rewriting.
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -14,16 +15,39 @@ struct StoreError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A create() whose id a key in the store has already, taken by another
+// writer since the caller picked it: the caller may pick another id.
+struct DuplicateKeyId : StoreError {
+  using StoreError::StoreError;
+};
+
 // Reads a YAML store. A missing file is an error. Throws StoreError.
 std::vector<Key> load_yaml_store(const std::string& path);
 
 // Serializes keys in the store format (also used by `keys export`).
 std::string to_yaml(const std::vector<Key>& keys);
 
+// Which file a path names and what it holds, as far as stat(2) can tell:
+// an atomic rewrite changes the inode, an edit in place the size or mtime.
+struct FileStamp {
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  std::int64_t size = -1;
+  std::int64_t mtime_sec = 0;
+  std::int64_t mtime_nsec = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+
+// The stamp of the file at `path` now; a default stamp when there is none.
+FileStamp stamp_of(const std::string& path);
+
 // Writes the store atomically: temporary file in the same folder, fsync,
 // rename over `path`, fsync of the folder. Throws StoreError on I/O failure.
-// The caller holds the StoreLock.
-void write_yaml_store_atomic(const std::string& path, const std::vector<Key>& keys);
+// The caller holds the StoreLock. Returns the stamp of the file written,
+// taken from its own descriptor before the rename: once the rename is done
+// another writer may replace the path at any time, and its file must never
+// be taken for ours.
+FileStamp write_yaml_store_atomic(const std::string& path, const std::vector<Key>& keys);
 
 // Exclusive flock on the store file itself (SPEC §3). Because an atomic
 // rewrite renames a new inode over the path, the lock is retaken until the
