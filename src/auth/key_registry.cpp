@@ -154,7 +154,19 @@ IssuedKey KeyRegistry::create(const NewKey& spec) {
   k.endpoints = spec.endpoints;
   std::sort(k.endpoints.begin(), k.endpoints.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   k.rate_limit = spec.rate_limit;
-  impl_->store->create(k);  // durable first
+  // Ids are 32 random bits (SPEC §3's key_<8 hex>) checked against this
+  // snapshot only: in a store of millions shared with CLI writers, another
+  // writer may hold the id already. The store refuses it; pick another.
+  constexpr int kIdAttempts = 8;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      impl_->store->create(k);  // durable first
+      break;
+    } catch (const DuplicateKeyId&) {
+      if (attempt == kIdAttempts) throw;
+      k.id = impl_->new_id();
+    }
+  }
   impl_->publish(impl_->changed({k}, {}));
   return issued;
 }

@@ -14,6 +14,14 @@
 // commit order, so "rows with seq > the last one I saw" is exactly what
 // changed since, and an unchanged store costs one single-row read.
 // An id lives in at most one of `keys` and `deleted`.
+//
+// An instance's own writes are already in its snapshot, so changes() skips
+// the rows stamped with a sequence this instance wrote (`own_`). That is
+// only right while the row holds nothing the snapshot lacks: a usage flush
+// merges into rows that another writer may have changed since our last
+// poll (a `keys disable` on a key in use), and re-stamping such a row with
+// an "own" sequence would hide that change for good. So a flush's sequence
+// counts as own only when no other writer's change is pending.
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -36,6 +44,7 @@
 #include <vector>
 
 #include "frontdoor/auth/store.hpp"
+#include "frontdoor/core/log.hpp"
 
 namespace frontdoor::auth {
 namespace {
@@ -262,7 +271,9 @@ class SqliteKeyStore final : public KeyStore {
     }
     {
       Run all(*select_all_);
-      while (all.step("reading keys")) read_key(all.get(), keys.emplace_back());
+      while (all.step("reading keys")) {
+        if (!read_key(all.get(), keys.emplace_back())) keys.pop_back();
+      }
     }
     const std::int64_t seq = read_seq();
     tx.commit();
@@ -286,7 +297,7 @@ class SqliteKeyStore final : public KeyStore {
       changed.bind_i64(1, last_seen_);
       while (changed.step("reading changed keys")) {
         if (own_.count(sqlite3_column_int64(changed.get(), 15))) continue;
-        read_key(changed.get(), out.upserted.emplace_back());
+        if (!read_key(changed.get(), out.upserted.emplace_back())) out.upserted.pop_back();
       }
     }
     {
@@ -294,7 +305,8 @@ class SqliteKeyStore final : public KeyStore {
       deleted.bind_i64(1, last_seen_);
       while (deleted.step("reading deleted keys")) {
         if (own_.count(sqlite3_column_int64(deleted.get(), 1))) continue;
-        out.deleted_ids.emplace_back(column_text(deleted.get(), 0));
+        const std::string_view id = column_text(deleted.get(), 0);
+        if (valid_key_id(id)) out.deleted_ids.emplace_back(id);  // never loaded otherwise
       }
     }
     tx.commit();
@@ -304,13 +316,16 @@ class SqliteKeyStore final : public KeyStore {
   }
 
   void create(const Key& key) override {
-    if (key.id.empty()) throw StoreError(path() + ": a key needs an id");
+    if (!valid_key_id(key.id)) {
+      throw StoreError(path() + ": key id \"" + shown_id(key.id) +
+                       "\": expected 1 to 128 characters of A-Z a-z 0-9 _ - .");
+    }
     Transaction tx(db_, "BEGIN IMMEDIATE");
     {
       Run by_id(*select_id_);
       by_id.bind_text(1, key.id);
       if (by_id.step("looking up a key")) {
-        throw StoreError(path() + ": key " + key.id + " already exists");
+        throw DuplicateKeyId(path() + ": key " + key.id + " already exists");
       }
     }
     {
@@ -334,6 +349,7 @@ class SqliteKeyStore final : public KeyStore {
     }
     write_seq(seq);
     tx.commit();
+    own_.insert(seq);
   }
 
   std::optional<Key> update(const std::string& id, const std::function<void(Key&)>& edit) override {
@@ -360,6 +376,7 @@ class SqliteKeyStore final : public KeyStore {
     }
     write_seq(seq);
     tx.commit();
+    own_.insert(seq);
     return k;
   }
 
@@ -380,6 +397,7 @@ class SqliteKeyStore final : public KeyStore {
     }
     write_seq(seq);
     tx.commit();
+    own_.insert(seq);
     return true;
   }
 
@@ -387,6 +405,9 @@ class SqliteKeyStore final : public KeyStore {
     if (usage.empty()) return;
     Transaction tx(db_, "BEGIN IMMEDIATE");
     const std::int64_t seq = read_seq() + 1;
+    // Asked before the merge re-stamps anything: whether a row holds a
+    // change this instance has not seen yet (see the top of this file).
+    const bool others_pending = foreign_changes_pending();
     bool changed = false;
     for (const KeyUsage& u : usage) {
       Run upd(*merge_usage_);
@@ -401,6 +422,9 @@ class SqliteKeyStore final : public KeyStore {
     if (!changed) return;  // nothing newer than what is stored: no write at all
     write_seq(seq);
     tx.commit();
+    // Otherwise the next changes() reports this batch back: our usage
+    // comes along with the other writer's change, which is what matters.
+    if (!others_pending) own_.insert(seq);
   }
 
  private:
@@ -481,6 +505,7 @@ class SqliteKeyStore final : public KeyStore {
     select_id_ = p("SELECT 1 FROM keys WHERE id = ?1");
     select_hash_ = p("SELECT id FROM keys WHERE hash = ?1");
     read_seq_ = p("SELECT seq FROM meta WHERE one = 1");
+    select_seq_since_ = p("SELECT seq FROM keys WHERE seq > ?1");
     write_seq_ = p("UPDATE meta SET seq = ?1 WHERE one = 1");
     insert_ = p("INSERT INTO keys (" FD_KEY_COLUMNS
                 ", seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
@@ -512,11 +537,44 @@ class SqliteKeyStore final : public KeyStore {
     return sqlite3_column_int64(r.get(), 0);
   }
 
+  // The caller records `seq` in own_ once the transaction has committed: a
+  // failed commit hands the same number to the next writer, whose rows
+  // must not be skipped as ours.
   void write_seq(std::int64_t seq) {
     Run w(*write_seq_);
     w.bind_i64(1, seq);
     w.step("writing the change sequence");
-    own_.insert(seq);
+  }
+
+  // True when a key row carries a sequence that changes() has not reported
+  // yet and that this instance did not write. Only rows changed since the
+  // last poll are read (the keys_seq index).
+  bool foreign_changes_pending() {
+    Run since(*select_seq_since_);
+    since.bind_i64(1, last_seen_);
+    while (since.step("reading changed keys")) {
+      if (!own_.count(sqlite3_column_int64(since.get(), 0))) return true;
+    }
+    return false;
+  }
+
+  // An id as it may be shown in a log or an error: bytes outside printable
+  // ASCII (and the backslash) as \xNN, at most 128 of them.
+  static std::string shown_id(std::string_view id) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (char ch : id.substr(0, 128)) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (c >= 0x20 && c < 0x7F && c != '\\') {
+        out += ch;
+      } else {
+        out += "\\x";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+      }
+    }
+    if (id.size() > 128) out += "...";
+    return out;
   }
 
   [[noreturn]] void corrupt(std::string_view id, std::string_view what) const {
@@ -531,9 +589,21 @@ class SqliteKeyStore final : public KeyStore {
   }
 
   // Reads one row (FD_KEY_COLUMNS order) into `k`, which is default-built.
-  // Straight from SQLite's buffers into the Key's own strings.
-  void read_key(sqlite3_stmt* s, Key& k) const {
-    k.id.assign(column_text(s, 0));
+  // Straight from SQLite's buffers into the Key's own strings. False (and
+  // logged) for a row whose id is not a key id, as the YAML store refuses
+  // one: ids go unescaped into the access log and X-Frontdoor-Key-Id. Such
+  // a row can only come from editing the database by hand; it is skipped,
+  // so its token gets 401 and every other key still loads.
+  bool read_key(sqlite3_stmt* s, Key& k) const {
+    const std::string_view id = column_text(s, 0);
+    if (!valid_key_id(id)) {
+      core::log::error("key store: key skipped",
+                       {{"store", path()},
+                        {"id", shown_id(id)},
+                        {"error", "id: expected 1 to 128 characters of A-Z a-z 0-9 _ - ."}});
+      return false;
+    }
+    k.id.assign(id);
     k.name.assign(column_text(s, 1));
     if (sqlite3_column_bytes(s, 2) != static_cast<int>(k.hash.size()))
       corrupt(k.id, "hash: not 32 bytes");
@@ -552,6 +622,7 @@ class SqliteKeyStore final : public KeyStore {
       k.rate_limit = RateLimit{sqlite3_column_double(s, 11), column_u64(s, 12), column_u64(s, 13)};
     }
     k.requests_total = column_u64(s, 14);
+    return true;
   }
 
   void read_endpoints(std::string_view text, Key& k) const {
@@ -615,7 +686,7 @@ class SqliteKeyStore final : public KeyStore {
   std::set<std::int64_t> own_;  // change sequences this instance wrote
 
   std::unique_ptr<Statement> count_, select_all_, select_changed_, select_deleted_, select_one_,
-      select_id_, select_hash_, read_seq_, write_seq_, insert_, update_, delete_key_,
+      select_id_, select_hash_, read_seq_, select_seq_since_, write_seq_, insert_, update_, delete_key_,
       insert_tombstone_, delete_tombstone_, merge_usage_;
 };
 
