@@ -126,6 +126,11 @@ bool ChildProcess::wait_for_stderr(std::string_view needle, milliseconds timeout
                      timeout);
 }
 
+bool ChildProcess::wait_streams_closed(milliseconds timeout) const {
+  std::unique_lock lk(mu_);
+  return cv_.wait_for(lk, timeout, [&] { return streams_closed_; });
+}
+
 bool ChildProcess::running() { return pid_ > 0 && !wait_exit(milliseconds(0)); }
 
 bool ChildProcess::send_signal(int sig) const {

@@ -41,10 +41,15 @@ class ChildProcess {
            pred(out_, err_);
   }
   bool wait_for_stderr(std::string_view needle, std::chrono::milliseconds timeout) const;
+  // Waits until the child's stdout and stderr are closed (it exited and the
+  // reader thread has every byte it wrote); false on timeout.
+  bool wait_streams_closed(std::chrono::milliseconds timeout) const;
 
   bool send_signal(int sig) const;
   // Exit status (0..255), or 128 + signal number; nullopt on timeout.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  // The exit status once it is known (wait_exit() or running() saw it).
+  std::optional<int> exit_status() const noexcept { return exit_status_; }
   // SIGTERM, then SIGKILL if still running after `grace`.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
   // stop(), then forgets the child and its captured output, so that spawn()

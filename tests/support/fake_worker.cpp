@@ -86,6 +86,22 @@ Behavior Behavior::raw_then_close(std::string bytes) {
   return b;
 }
 
+Behavior Behavior::stall() {
+  Behavior b;
+  b.kind = Kind::stall;
+  b.answer_before_body = true;
+  return b;
+}
+
+Behavior Behavior::flood(std::string prefix, std::string unit, std::size_t total) {
+  Behavior b;
+  b.kind = Kind::flood;
+  b.body = std::move(prefix);
+  b.flood_unit = std::move(unit);
+  b.flood_bytes = total;
+  return b;
+}
+
 namespace {
 
 const char* reason_for(int status) {
@@ -154,6 +170,24 @@ class Conn {
       return false;
     }
     return true;
+  }
+
+  // Waits `d` without reading (the peer's bytes stay unread); false on stop.
+  bool sleep(std::chrono::milliseconds d) {
+    pollfd p{stop_fd_, POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(d.count()));
+    return rc == 0;
+  }
+
+  // Waits without reading until the peer closes or resets; false on stop.
+  bool wait_peer_gone() {
+    for (;;) {
+      pollfd p[2] = {{stop_fd_, POLLIN, 0}, {fd_, POLLRDHUP, 0}};
+      int rc = ::poll(p, 2, -1);
+      if (rc < 0 && errno == EINTR) continue;
+      if (rc < 0 || (p[0].revents & POLLIN)) return false;
+      if (p[1].revents) return true;
+    }
   }
 
   // Waits `d` (forever when d < 0), waking early on stop or when the peer
@@ -351,6 +385,17 @@ std::size_t FakeWorker::parse_errors() const {
   std::lock_guard lk(mu_);
   return parse_errors_;
 }
+std::size_t FakeWorker::flood_bytes_sent() const {
+  std::lock_guard lk(mu_);
+  return flood_sent_;
+}
+std::size_t FakeWorker::after_bytes_sent() const {
+  std::lock_guard lk(mu_);
+  return after_sent_;
+}
+bool FakeWorker::wait_for_after_bytes(std::size_t n, std::chrono::milliseconds timeout) const {
+  return wait_until([&] { return after_sent_ >= n; }, timeout);
+}
 int FakeWorker::connections_accepted() const {
   std::lock_guard lk(mu_);
   return accepted_;
@@ -461,6 +506,7 @@ void FakeWorker::serve(int fd, int conn_no) {
     parser.body_limit(std::uint64_t{1} << 32);
     bool head_counted = false;
     bool health = false;
+    bool early = false;  // answered before the body (Behavior::answer_before_body)
     std::string health_path;
     {
       std::lock_guard lk(mu_);
@@ -490,6 +536,11 @@ void FakeWorker::serve(int fd, int conn_no) {
             }
             cv_.notify_all();
           }
+          if (!health && !parser.is_done() &&
+              behavior_for(target.substr(0, target.find('?'))).answer_before_body) {
+            early = true;
+            break;
+          }
           // Like uvicorn: answer "Expect: 100-continue" before reading the body.
           auto expect = parser.get()[http::field::expect];
           if (iequals(expect, "100-continue") && !parser.is_done() && buf.empty() &&
@@ -516,7 +567,7 @@ void FakeWorker::serve(int fd, int conn_no) {
     for (const auto& f : msg)
       rec.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     rec.body = msg.body();
-    rec.chunked = parser.chunked();
+    rec.chunked = parser.is_header_done() && parser.chunked();
     rec.connection = conn_no;
     rec.received_at = Clock::now();
     const bool is_head = rec.method == "HEAD";
@@ -612,6 +663,26 @@ void FakeWorker::serve(int fd, int conn_no) {
       default:
         break;
     }
+    if (b.kind == Behavior::Kind::stall) {
+      aborted = conn.wait_peer_gone();
+      return finish();
+    }
+    if (b.kind == Behavior::Kind::flood) {
+      end_flight();
+      std::size_t sent = 0;
+      bool ok = conn.send_all(b.body);
+      sent += b.body.size();
+      while (ok && sent < b.flood_bytes && !b.flood_unit.empty()) {
+        ok = conn.send_all(b.flood_unit);
+        if (ok) sent += b.flood_unit.size();
+        {
+          std::lock_guard lk(mu_);
+          flood_sent_ += ok ? b.flood_unit.size() : 0;
+        }
+      }
+      aborted = !ok;
+      return finish();
+    }
     const bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
     if (!no_body) {
       if (chunked)
@@ -671,6 +742,38 @@ void FakeWorker::serve(int fd, int conn_no) {
       }
     }
     end_flight();
+    if (!b.after_bytes.empty()) {
+      auto w = conn.pause(b.after_delay, buf);
+      if (w != Wait::timeout) {
+        aborted = w == Wait::peer_closed;
+        return finish();
+      }
+      if (!conn.send_all(b.after_bytes)) return finish();
+      {
+        std::lock_guard lk(mu_);
+        ++after_sent_;
+      }
+      cv_.notify_all();
+    }
+    if (early && b.connection_close) {
+      // Like a server that rejects an upload: FIN, a moment for the answer to
+      // be read, then close with the body unread (the kernel resets).
+      ::shutdown(fd, SHUT_WR);
+      conn.sleep(b.linger);
+      return finish();
+    }
+    if (early) {  // read and discard the rest of the body
+      while (!parser.is_done()) {
+        if (!buf.empty()) {
+          boost::beast::error_code ec;
+          auto n = parser.put(boost::asio::buffer(buf.data(), buf.size()), ec);
+          buf.erase(0, n);
+          if (ec && ec != http::error::need_more) return finish();
+          if (parser.is_done() || (n > 0 && !buf.empty())) continue;
+        }
+        if (!conn.recv_some(buf)) return finish();
+      }
+    }
     if (close_after) return finish();
   }
 }

@@ -47,6 +47,8 @@ struct Behavior {
     close_without_answer,  // read the request, then close
     never_answer,          // read the request, then wait until the peer or the worker stops
     raw_then_close,        // read the request, send `body` as raw bytes, then close
+    stall,                 // read the head only, then neither read nor answer until the peer closes
+    flood,                 // send `body` raw, then `flood_unit` again and again (see below), close
   };
   Kind kind = Kind::fixed;
   int status = 200;
@@ -59,6 +61,23 @@ struct Behavior {
   bool chunked = false;               // large_body / fixed: send chunked
   bool connection_close = false;      // answer with "Connection: close" and close
   bool close_after_response = false;  // close after answering, without saying so
+  // Answer as soon as the request head has arrived, before reading its body
+  // (a worker that rejects an upload early, as uvicorn/h11 do with 413/401,
+  // or streams while the client still uploads). The request is recorded then,
+  // with the part of the body read so far. After the answer: with
+  // connection_close, send FIN, wait `linger` without reading, then close (the
+  // unread body makes the kernel reset the connection); otherwise read and
+  // discard the rest of the body and serve the next request.
+  bool answer_before_body = false;
+  std::chrono::milliseconds linger{0};
+  // Stray bytes written `after_delay` after the complete answer, on the same
+  // connection (a worker whose body is longer than its Content-Length said).
+  std::string after_bytes;
+  std::chrono::milliseconds after_delay{0};
+  // flood: after `body`, `flood_unit` is sent until flood_bytes were sent in
+  // all or the peer is gone (e.g. a chunk-size line that never ends).
+  std::string flood_unit;
+  std::size_t flood_bytes = 0;
 
   static Behavior fixed(int status, std::string body = {}, Headers headers = {});
   static Behavior echo();
@@ -68,6 +87,10 @@ struct Behavior {
   static Behavior never_answer();
   // E.g. half a response head, to fail an exchange after a response byte.
   static Behavior raw_then_close(std::string bytes);
+  // A worker that stops reading an upload (and never answers).
+  static Behavior stall();
+  // `prefix` raw, then `unit` repeated up to `total` bytes in all.
+  static Behavior flood(std::string prefix, std::string unit, std::size_t total);
 };
 
 class FakeWorker {
@@ -113,6 +136,10 @@ class FakeWorker {
   // The most requests ever in flight at once (since start or clear()).
   int max_in_flight() const;
   std::size_t parse_errors() const;
+  // Bytes sent by flood behaviours so far, and answers followed by after_bytes.
+  std::size_t flood_bytes_sent() const;
+  std::size_t after_bytes_sent() const;
+  bool wait_for_after_bytes(std::size_t n, std::chrono::milliseconds timeout) const;
   int connections_accepted() const;
   int connections_closed() const;  // connections whose handling ended (any reason)
   // Streams (sse, large, never_answer, delays) ended because the peer closed.
@@ -164,6 +191,8 @@ class FakeWorker {
   int accepted_ = 0;
   int closed_ = 0;
   int aborts_ = 0;
+  std::size_t flood_sent_ = 0;
+  std::size_t after_sent_ = 0;
 
   bool listen_on(std::uint16_t port);
 

@@ -272,6 +272,12 @@ bool TcpClient::wait_closed(std::chrono::milliseconds timeout) {
   return eof_;
 }
 
+bool TcpClient::readable(std::chrono::milliseconds timeout) {
+  if (!buf_.empty() || eof_) return true;
+  if (fd_ < 0) return false;
+  return wait_fd(fd_, POLLIN, Clock::now() + timeout);
+}
+
 std::optional<HttpResponse> TcpClient::read_head() { return parse_head(Clock::now() + timeout_); }
 
 std::optional<TimedChunk> TcpClient::read_chunk() {

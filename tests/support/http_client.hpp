@@ -79,6 +79,9 @@ class TcpClient {
   std::optional<HttpResponse> read_head();
   std::optional<TimedChunk> read_chunk();
 
+  // True when bytes (or EOF/reset) can be read within `timeout`; nothing is consumed.
+  bool readable(std::chrono::milliseconds timeout);
+
   // Bytes already received but not yet consumed.
   const std::string& pending() const noexcept { return buf_; }
 

@@ -1,9 +1,12 @@
 #include "support/proxy_harness.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -63,6 +66,7 @@ ProxyHarness::ProxyHarness() {
 }
 
 ProxyHarness::~ProxyHarness() {
+  if (auto r = stop_and_check(); !r) ADD_FAILURE() << r.message();
   child_.stop();
   if (!dir_.empty() && !std::getenv("FD_KEEP_TMP")) {
     std::error_code ec;
@@ -168,8 +172,11 @@ bool ProxyHarness::start(milliseconds timeout) {
 }
 
 bool ProxyHarness::restart(milliseconds timeout) {
+  if (auto r = stop_and_check(); !r) ADD_FAILURE() << "before restart: " << r.message();
   const auto deadline = Clock::now() + timeout;
   child_.reset();
+  stop_expected_ = checked_ = false;
+  signals_sent_.clear();
   proxy_ports_.clear();
   admin_port_ = 0;
   return launch(deadline);
@@ -190,7 +197,9 @@ bool ProxyHarness::remove_key(const std::string& id) {
 }
 
 bool ProxyHarness::launch(Clock::time_point deadline) {
-  if (!child_.spawn({FRONTDOOR_BINARY, "--config", config_path()}, dir_)) {
+  const char* binary = std::getenv("FD_FRONTDOOR_BINARY");
+  if (!binary || !*binary) binary = FRONTDOOR_BINARY;
+  if (!child_.spawn({binary, "--config", config_path()}, dir_)) {
     error_ = child_.error();
     return false;
   }
@@ -204,6 +213,7 @@ bool ProxyHarness::launch(Clock::time_point deadline) {
       std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
   if (!parse_listening(stderr_text(), &why)) {
     error_ = "no listening lines (" + why + "); stderr:\n" + stderr_text();
+    if (!running()) stop_expected_ = true;  // start() says so: the test judges it
     return false;
   }
   // 2. /readyz 200. Readiness is a state to observe, not an event we can be
@@ -215,6 +225,7 @@ bool ProxyHarness::launch(Clock::time_point deadline) {
     if (Clock::now() >= deadline || !running()) {
       error_ = "/readyz never answered 200 (last status " + std::to_string(r.status) +
                "); stderr:\n" + stderr_text();
+      if (!running()) stop_expected_ = true;
       return false;
     }
     std::this_thread::sleep_for(milliseconds(20));
@@ -263,6 +274,94 @@ HttpResponse ProxyHarness::admin_request(std::string_view method, std::string_vi
 }
 
 std::string ProxyHarness::stdout_text() const { return child_.stdout_text(); }
+
+bool ProxyHarness::send_signal(int sig) {
+  if (sig != 0 && sig != SIGHUP && sig != SIGUSR1 && sig != SIGUSR2) {
+    stop_expected_ = true;
+    signals_sent_.push_back(sig);
+  }
+  return child_.send_signal(sig);
+}
+
+std::optional<int> ProxyHarness::wait_exit(milliseconds timeout) {
+  auto status = child_.wait_exit(timeout);
+  if (status) stop_expected_ = true;
+  return status;
+}
+
+long ProxyHarness::memory_kib(std::string_view field) const {
+  if (child_.pid() <= 0) return -1;
+  std::ifstream in("/proc/" + std::to_string(child_.pid()) + "/status");
+  const std::string prefix = std::string(field) + ":";
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(prefix, 0) == 0) return std::atol(line.c_str() + prefix.size());
+  return -1;
+}
+
+namespace {
+
+std::string describe_status(int status) {
+  if (status < 128) return "exit status " + std::to_string(status);
+  const char* name = ::sigdescr_np(status - 128);
+  return "killed by signal " + std::to_string(status - 128) + " (" + (name ? name : "?") + ")";
+}
+
+// The lines of a sanitizer report (ASan, LSan, UBSan, TSan) in `err`, if any.
+std::string sanitizer_report(const std::string& err) {
+  static const char* const kMarkers[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                         "WARNING: ThreadSanitizer", ": runtime error: ",
+                                         "SUMMARY: UndefinedBehaviorSanitizer"};
+  std::size_t first = std::string::npos;
+  for (const char* m : kMarkers) first = std::min(first, err.find(m));
+  if (first == std::string::npos) return {};
+  auto begin = err.rfind('\n', first);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  return err.substr(begin, 6000);
+}
+
+}  // namespace
+
+::testing::AssertionResult ProxyHarness::stop_and_check(milliseconds grace) {
+  if (checked_ || child_.pid() <= 0) return ::testing::AssertionSuccess();
+  checked_ = true;
+  std::string problems;
+  auto crashed = [&](int status) {
+    return status > 128 &&
+           std::find(signals_sent_.begin(), signals_sent_.end(), status - 128) == signals_sent_.end();
+  };
+  auto status = child_.wait_exit(milliseconds(0));
+  if (status) {
+    if (!stop_expected_)
+      problems += "frontdoor died during the test (" + describe_status(*status) +
+                  "), which did not stop it\n";
+    else if (crashed(*status))
+      problems += "frontdoor was " + describe_status(*status) + "\n";
+  } else if (stop_expected_) {
+    // The test stopped it and judges the exit; a crash on the way out still fails.
+    status = child_.wait_exit(grace);
+    if (status && crashed(*status)) problems += "frontdoor was " + describe_status(*status) + "\n";
+  } else {
+    child_.send_signal(SIGTERM);
+    signals_sent_.push_back(SIGTERM);
+    status = child_.wait_exit(grace);
+    if (status && *status != 0)
+      problems += "after SIGTERM at the end of the test, frontdoor ended with " +
+                  describe_status(*status) + " (want exit status 0)\n";
+  }
+  if (!status) {
+    // Still busy (a stream under a long shutdown_grace): not a failure.
+    child_.stop(milliseconds(0));
+  }
+  child_.wait_streams_closed(milliseconds(2000));
+  const std::string err = child_.stderr_text();
+  if (auto report = sanitizer_report(err); !report.empty())
+    problems += "sanitizer report on frontdoor's stderr:\n" + report + "\n";
+  if (problems.empty()) return ::testing::AssertionSuccess();
+  std::string tail = err.size() > 3000 ? "..." + err.substr(err.size() - 3000) : err;
+  return ::testing::AssertionFailure() << problems << "--- frontdoor stderr (" << dir_ << "):\n"
+                                       << tail;
+}
 
 std::vector<json::object> ProxyHarness::log_lines() const {
   std::vector<json::object> out;
@@ -331,6 +430,18 @@ bool ProxyHarness::wait_for_access_log(std::size_t n, milliseconds timeout) cons
         std::size_t count = 0;
         for (auto line : lines_of(out))
           if (!line.empty() && line.front() == '{') ++count;
+        return count >= n;
+      },
+      timeout);
+}
+
+bool ProxyHarness::wait_for_access_log_line(const std::function<bool(const json::object&)>& match,
+                                            std::size_t n, milliseconds timeout) const {
+  return child_.wait_output(
+      [&](const std::string& out, const std::string&) {
+        std::size_t count = 0;
+        for (auto line : lines_of(out))
+          if (auto o = parse_object(line); o && match(*o)) ++count;
         return count >= n;
       },
       timeout);

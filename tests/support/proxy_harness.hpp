@@ -12,8 +12,16 @@
 //   ASSERT_TRUE(h.start()) << h.error();
 //   auto r = h.request("GET", "/ep1/x", {{"Host", "a"}, bearer(token)});
 //
-// Every wait is bounded. The destructor stops the child (SIGTERM, then
-// SIGKILL after 5 s) and removes the directory (kept when FD_KEEP_TMP is set).
+// Every wait is bounded. At the end of a test stop_and_check() (called by
+// ProxyTest::TearDown, else by the destructor) fails the test when the child
+// died on its own (a crash, a sanitizer's abort), exited non-zero after the
+// SIGTERM that stops it, or printed a sanitizer report; the directory is then
+// removed (kept when FD_KEEP_TMP is set).
+//
+// The binary is FRONTDOOR_BINARY (this build's), or the one the environment
+// variable FD_FRONTDOOR_BINARY names, e.g. a sanitizer build or another commit's.
+#include <gtest/gtest.h>
+
 #include <boost/json/object.hpp>
 #include <functional>
 #include <map>
@@ -159,15 +167,34 @@ class ProxyHarness {
   // stdout lines that parse as JSON objects (the access log).
   std::vector<boost::json::object> access_log() const;
   bool wait_for_access_log(std::size_t lines, std::chrono::milliseconds timeout) const;
+  // Waits until at least `n` access-log lines satisfy `match` (or stdout closes).
+  bool wait_for_access_log_line(const std::function<bool(const boost::json::object&)>& match,
+                                std::size_t n, std::chrono::milliseconds timeout) const;
   bool wait_for_stderr(std::string_view needle, std::chrono::milliseconds timeout) const;
 
-  bool send_signal(int sig) const { return child_.send_signal(sig); }
-  // Exit status (0..255), or 128 + signal number; nullopt on timeout.
-  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
-    return child_.wait_exit(timeout);
-  }
+  // A terminating signal (anything but SIGHUP, SIGUSR1, SIGUSR2, 0) tells
+  // stop_and_check() that the test stops the server itself.
+  bool send_signal(int sig);
+  // Exit status (0..255), or 128 + signal number; nullopt on timeout. An exit
+  // seen here is the test's to check (stop_and_check() then only rejects a
+  // death by a signal the test did not send, and sanitizer reports).
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   bool running() { return child_.running(); }
   pid_t pid() const noexcept { return child_.pid(); }
+  // A memory figure of the server from /proc/<pid>/status, in KiB: "VmRSS"
+  // (resident now) or "VmHWM" (the peak resident size so far, which a burst
+  // freed since cannot hide); -1 when it cannot be read (not running).
+  long memory_kib(std::string_view field = "VmRSS") const;
+
+  // --- end of a test
+  // Fails when the server is no longer running although the test did not
+  // stop it (crash, abort), or died by a signal the test did not send; else
+  // stops it (SIGTERM) and fails unless it exits 0 within `grace` (a server
+  // still busy then, e.g. with a stream and a long shutdown_grace, is killed
+  // without failing). Fails too when stderr holds a sanitizer report. Checks
+  // once; later calls succeed.
+  ::testing::AssertionResult stop_and_check(
+      std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
 
   const std::string& dir() const noexcept { return dir_; }
   std::string config_path() const { return dir_ + "/frontdoor.yaml"; }
@@ -188,6 +215,9 @@ class ProxyHarness {
   std::string error_;
 
   ChildProcess child_;
+  bool stop_expected_ = false;  // the test sent a terminating signal or saw the exit
+  std::vector<int> signals_sent_;
+  bool checked_ = false;  // stop_and_check() ran for this child
   std::vector<std::uint16_t> proxy_ports_;
   std::uint16_t admin_port_ = 0;
 };

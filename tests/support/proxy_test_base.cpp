@@ -116,6 +116,13 @@ void ProxyTest::start() {
 }
 
 void ProxyTest::TearDown() {
+  // A crash, a sanitizer abort or a non-zero exit of the server fails the
+  // test, whatever the test itself checked.
+  auto child = proxy_.stop_and_check();
+  if (!child) {
+    ADD_FAILURE() << child.message();
+    return;  // the message carries the tail of stderr
+  }
   if (!HasFailure()) return;
   std::string err = proxy_.stderr_text();
   if (err.size() > 4000) err = "..." + err.substr(err.size() - 4000);

@@ -53,7 +53,8 @@ class ProxyTest : public ::testing::Test {
   // unless the test already added endpoints/keys before calling start().
   void add_default_endpoint(EndpointSpec spec = {});
   void add_default_key();
-  // On failure, shows the tail of the proxy's stderr (its own log).
+  // Checks the server did not die during the test and exits 0 when stopped
+  // (ProxyHarness::stop_and_check); on failure, shows the tail of its stderr.
   void TearDown() override;
   // Starts the proxy (listening, /readyz 200).
   void start();
