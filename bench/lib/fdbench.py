@@ -164,6 +164,16 @@ MAX_HEAD = 64 * 1024
 MAX_LINE = 4096
 
 
+def spot(line, ok=re.compile(rb"[^\x21-\x7e ]")):
+    """The first byte of a line that is not visible ASCII or space, with some
+    context: what a long rejected line is rejected for."""
+    m = ok.search(line)
+    if not m or len(line) <= 80:
+        return repr(line[:80])
+    i = m.start()
+    return f"byte {i} of {len(line)}: " + repr(line[max(0, i - 30):i + 30])
+
+
 class HttpError(Exception):
     """A framing or syntax violation; `kind` is the class used for dedupe."""
 
@@ -367,14 +377,14 @@ class Parser:
         else:
             rm = REQUEST_RE.fullmatch(first)
             if not rm:
-                raise HttpError("bad request line", repr(first[:80]))
+                raise HttpError("bad request line", spot(first))
             m.method, m.target, m.version = rm.group(1).decode(), rm.group(2).decode("latin-1"), int(rm.group(3))
         for ln in lines[1:]:
             if ln[:1] in (b" ", b"\t"):
                 raise HttpError("obs-fold line in head", repr(ln[:80]))
             hm = HEADER_RE.fullmatch(ln)
             if not hm:
-                raise HttpError("bad header line", repr(ln[:80]))
+                raise HttpError("bad header line", spot(ln))
             m.headers.append((hm.group(1).decode().lower(), hm.group(2).decode("latin-1")))
         conn = ",".join(m.header("connection")).lower()
         toks = {t.strip() for t in conn.split(",")}

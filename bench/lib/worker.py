@@ -26,6 +26,7 @@ comes back in an X-Worker header.
 import argparse, asyncio, json, os, sys
 from urllib.parse import parse_qs, urlsplit
 
+sys.dont_write_bytecode = True   # leave no __pycache__ in the checkout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fdbench import HttpError, Parser  # noqa: E402
 
@@ -60,7 +61,12 @@ class Worker:
                 if not await self.respond(writer, req):
                     return
         except HttpError as e:
-            self.log(parse_error=str(e), worker=self.wid)
+            # A request cut short is frontdoor giving up on a client that
+            # stopped or broke its body: what a proxy must do, not an error.
+            if e.truncated:
+                self.log(cut=str(e)[:200], worker=self.wid)
+            else:
+                self.log(parse_error=str(e), worker=self.wid)
         except (ConnectionError, OSError):
             pass
         finally:
