@@ -41,19 +41,27 @@ char32_t next_code_point(std::string_view s, std::size_t& i) noexcept {
     ++i;
     return c;
   }
-  std::size_t n = 0;
-  char32_t cp = 0;
-  char32_t min = 0;
+  // Sequence length, the lead byte's payload, and the smallest code point
+  // that needs this length.
+  struct Form {
+    std::size_t n;
+    char32_t cp;
+    char32_t min;
+  };
+  Form f{};
   if ((c & 0xE0) == 0xC0) {
-    n = 2, cp = c & 0x1F, min = 0x80;
+    f = {2, static_cast<char32_t>(c & 0x1F), 0x80};
   } else if ((c & 0xF0) == 0xE0) {
-    n = 3, cp = c & 0x0F, min = 0x800;
+    f = {3, static_cast<char32_t>(c & 0x0F), 0x800};
   } else if ((c & 0xF8) == 0xF0) {
-    n = 4, cp = c & 0x07, min = 0x10000;
+    f = {4, static_cast<char32_t>(c & 0x07), 0x10000};
   } else {
     ++i;  // a continuation byte without a lead, or 0xF8..0xFF
     return kInvalidUtf8;
   }
+  const std::size_t n = f.n;
+  char32_t cp = f.cp;
+  const char32_t min = f.min;
   if (i + n > s.size()) {
     ++i;
     return kInvalidUtf8;
