@@ -1,0 +1,254 @@
+// SPEC §2 `max_concurrency`, §4 step 7 and §1 reloads: a worker's limit holds
+// under concurrent clients on several proxy threads, and across reloads. The
+// live state of a worker (its requests in flight) and the endpoint's queue
+// outlive a reload (review M3): a request admitted before a SIGHUP still
+// counts after it, and a request queued before it is served by what happens
+// after it (a slot freed, a worker turning ready).
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "support/proxy_test_base.hpp"
+
+namespace frontdoor::test {
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+class ConcurrencyFixture : public ProxyTest {
+ protected:
+  std::size_t count_log(std::string_view msg) const {
+    std::size_t n = 0;
+    for (const auto& o : proxy_.log_lines())
+      if (json_str(o, "msg") == msg) ++n;
+    return n;
+  }
+
+  // SIGHUP, then waits for the "reloaded" line that this reload logs.
+  ::testing::AssertionResult sighup_and_wait() {
+    const std::size_t before = count_log("reloaded");
+    if (!proxy_.send_signal(SIGHUP)) return ::testing::AssertionFailure() << "kill(SIGHUP) failed";
+    if (!proxy_.wait_for_log([](const json::object& o) { return json_str(o, "msg") == "reloaded"; },
+                             before + 1, kWait))
+      return ::testing::AssertionFailure() << "no \"reloaded\" log line after SIGHUP";
+    return ::testing::AssertionSuccess();
+  }
+
+  bool wait_queue_length(std::int64_t n, std::chrono::milliseconds timeout = kWait) {
+    return wait_for_endpoint(
+        proxy_, admin_token_, "ep1",
+        [n](const json::object& ep) { return json_int(ep, "queue_length") == n; }, timeout);
+  }
+
+  void setup(EndpointSpec spec, unsigned threads) {
+    proxy_.config().threads = threads;
+    add_default_endpoint(std::move(spec));
+    add_default_key();
+    admin_token_ = proxy_.add_key({.id = "key_admin", .management = "read"});
+    start();
+  }
+
+  // `clients` clients on their own threads, `per_client` requests each, one
+  // at a time. Even clients keep one connection alive, odd clients open a
+  // fresh connection per request (both admission paths: pooled upstream
+  // connections and new ones). Returns the number of 200 answers.
+  std::size_t run_clients(int clients, int per_client, std::string* first_failure) {
+    std::atomic<std::size_t> ok{0};
+    std::mutex failure_mu;
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&, c] {
+        auto note = [&](const std::string& what) {
+          std::lock_guard lk(failure_mu);
+          if (first_failure->empty()) *first_failure = what;
+        };
+        std::unique_ptr<TcpClient> conn;
+        for (int i = 0; i < per_client; ++i) {
+          const std::string target = "/ep1/c" + std::to_string(c) + "-" + std::to_string(i);
+          if (c % 2 == 1) {
+            auto r = do_request(proxy_.proxy_port(), "GET", target, auth_headers(), {}, 20s);
+            if (r.status == 200) ++ok;
+            else note(target + ": " + std::to_string(r.status) + " " + r.raw.substr(0, 300));
+            continue;
+          }
+          if (!conn || !conn->connected()) conn = std::make_unique<TcpClient>(proxy_.proxy_port(), 20s);
+          if (!conn->send(build_request("GET", target, auth_headers()))) {
+            note(target + ": send failed");
+            conn.reset();
+            continue;
+          }
+          auto r = conn->read_response();
+          if (r && r->status == 200) ++ok;
+          else note(target + ": " + (r ? std::to_string(r->status) + " " + r->raw.substr(0, 300) : "no answer"));
+          if (!r || r->header("Connection") == std::optional<std::string>("close")) conn.reset();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    return ok.load();
+  }
+
+  std::string admin_token_;
+};
+
+// --- Race (c): max_concurrency 1 under concurrent clients on several threads.
+
+class QueueConcurrencyTest : public ConcurrencyFixture, public ::testing::WithParamInterface<unsigned> {};
+
+TEST_P(QueueConcurrencyTest, MaxConcurrencyOneNeverTwoInFlight) {
+  worker_.set_delay(3ms);
+  setup({.queue_timeout = "30s", .max_concurrency = 1}, GetParam());
+  constexpr int kClients = 16, kPerClient = 30;
+  std::string failure;
+  EXPECT_EQ(run_clients(kClients, kPerClient, &failure), std::size_t{kClients * kPerClient}) << failure;
+  EXPECT_EQ(worker_.max_in_flight(), 1) << "the worker saw more than max_concurrency requests at once";
+  EXPECT_EQ(worker_.request_count(), std::size_t{kClients * kPerClient});
+  EXPECT_EQ(count_log("reloaded"), 0u) << "an unexpected reload happened during the run";
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, QueueConcurrencyTest, ::testing::Values(2u, 4u));
+
+// The same load while the configuration is reloaded again and again: every
+// reload builds a new runtime, and requests admitted on the old one must
+// still count against the limit on the new one (M3).
+class ReloadInflightLoadTest : public ConcurrencyFixture, public ::testing::WithParamInterface<unsigned> {};
+
+TEST_P(ReloadInflightLoadTest, MaxConcurrencyOneHoldsAcrossSighupReloads) {
+  worker_.set_delay(3ms);
+  setup({.queue_timeout = "30s", .max_concurrency = 1}, GetParam());
+  std::atomic<bool> done{false};
+  std::atomic<int> reloads{0};
+  std::string reload_failure;
+  std::thread reloader([&] {
+    while (!done.load()) {
+      auto r = sighup_and_wait();
+      if (!r) {
+        reload_failure = r.message();
+        return;
+      }
+      ++reloads;
+    }
+  });
+  constexpr int kClients = 16, kPerClient = 30;
+  std::string failure;
+  auto ok = run_clients(kClients, kPerClient, &failure);
+  done = true;
+  reloader.join();
+  EXPECT_TRUE(reload_failure.empty()) << reload_failure;
+  EXPECT_GE(reloads.load(), 3) << "too few reloads during the load to test anything";
+  EXPECT_EQ(ok, std::size_t{kClients * kPerClient}) << failure;
+  EXPECT_EQ(worker_.max_in_flight(), 1) << "a reload let a second request in (after " << reloads.load()
+                                        << " reloads)";
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, ReloadInflightLoadTest, ::testing::Values(2u, 4u));
+
+// --- M3, one step at a time.
+
+class ReloadInflightTest : public ConcurrencyFixture {};
+
+// A request admitted before the reload holds the worker's only slot after
+// it: the next request queues until that one is answered.
+TEST_F(ReloadInflightTest, RequestInFlightBeforeReloadStillHoldsTheSlot) {
+  Behavior held = Behavior::fixed(200, "first");
+  held.first_byte_delay = 1000ms;
+  worker_.on("/first", held);
+  setup({.queue_timeout = "10s", .health_interval = "10s", .max_concurrency = 1}, 2);
+  TcpClient c1(proxy_.proxy_port());
+  ASSERT_TRUE(c1.send(build_request("GET", "/ep1/first", auth_headers())));
+  ASSERT_TRUE(worker_.wait_for_in_flight(1, kWait));
+  ASSERT_TRUE(sighup_and_wait());
+
+  TcpClient c2(proxy_.proxy_port());
+  ASSERT_TRUE(c2.send(build_request("GET", "/ep1/second", auth_headers())));
+  EXPECT_TRUE(wait_queue_length(1)) << "the request after the reload was not queued";
+  auto r1 = c1.read_response();
+  auto r2 = c2.read_response();
+  ASSERT_TRUE(r1);
+  ASSERT_TRUE(r2);
+  EXPECT_EQ(r1->body, "first");
+  EXPECT_EQ(r2->status, 200) << r2->raw;
+  EXPECT_EQ(worker_.max_in_flight(), 1);
+  auto log = worker_.requests();
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[1].target, "/second");
+  EXPECT_GE(log[1].received_at - log[0].received_at, 900ms) << "sent before the slot was free";
+}
+
+// A request queued before the reload (the worker's slot taken) is served as
+// soon as the slot frees after the reload, not at queue.timeout.
+TEST_F(ReloadInflightTest, WaiterQueuedBeforeReloadGetsTheSlotFreedAfterIt) {
+  Behavior held = Behavior::fixed(200, "first");
+  held.first_byte_delay = 1000ms;
+  worker_.on("/first", held);
+  setup({.queue_timeout = "8s", .health_interval = "10s", .max_concurrency = 1}, 2);
+  TcpClient c1(proxy_.proxy_port());
+  ASSERT_TRUE(c1.send(build_request("GET", "/ep1/first", auth_headers())));
+  ASSERT_TRUE(worker_.wait_for_in_flight(1, kWait));
+  TcpClient c2(proxy_.proxy_port());
+  c2.set_timeout(10s);
+  ASSERT_TRUE(c2.send(build_request("GET", "/ep1/second", auth_headers())));
+  ASSERT_TRUE(wait_queue_length(1));
+  ASSERT_TRUE(sighup_and_wait());
+  EXPECT_TRUE(wait_queue_length(1)) << "the new runtime does not see the waiter";
+  auto r1 = c1.read_response();
+  ASSERT_TRUE(r1);
+  const auto freed = Clock::now();
+  auto r2 = c2.read_response();
+  ASSERT_TRUE(r2);
+  EXPECT_EQ(r2->status, 200) << r2->raw;
+  EXPECT_LT(Clock::now() - freed, 3s) << "the waiter sat until queue.timeout";
+  EXPECT_EQ(worker_.max_in_flight(), 1);
+}
+
+// With no limit, a request waits for a ready worker. It queued before the
+// reload; the worker turns ready after it, seen by the new runtime's health
+// checker: the request is served then, not at queue.timeout.
+TEST_F(ReloadInflightTest, WaiterQueuedBeforeReloadGetsAWorkerTurningReadyAfterIt) {
+  worker_.set_health_status(503);
+  setup({.queue_timeout = "8s", .health_interval = "200ms"}, 2);
+  ASSERT_TRUE(proxy_.wait_for_worker_state(worker_.authority(), "unhealthy", kWait));
+  TcpClient c(proxy_.proxy_port());
+  c.set_timeout(10s);
+  ASSERT_TRUE(c.send(build_request("GET", "/ep1/waiting", auth_headers())));
+  ASSERT_TRUE(wait_queue_length(1));
+  ASSERT_TRUE(sighup_and_wait());
+  worker_.set_health_status(200);
+  const auto ready_at = Clock::now();
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->raw;
+  EXPECT_LT(Clock::now() - ready_at, 4s) << "the waiter sat until queue.timeout";
+}
+
+// A worker removed by a reload while a request runs on it drains: that
+// request completes normally, and new requests go to the workers of the new
+// configuration only.
+TEST_F(ReloadInflightTest, RemovedWorkerFinishesItsRequest) {
+  FakeWorker other;
+  Behavior held = Behavior::fixed(200, "held");
+  held.first_byte_delay = 800ms;
+  worker_.on("/held", held);
+  setup({.health_interval = "10s", .max_concurrency = 1}, 2);
+  TcpClient c(proxy_.proxy_port());
+  ASSERT_TRUE(c.send(build_request("GET", "/ep1/held", auth_headers())));
+  ASSERT_TRUE(worker_.wait_for_in_flight(1, kWait));
+  proxy_.remove_endpoint("ep1");
+  proxy_.add_endpoint({.id = "ep1", .workers = {other.url()}, .health_interval = "10s", .max_concurrency = 1});
+  proxy_.write_config();
+  ASSERT_TRUE(sighup_and_wait());
+  auto after = get("/ep1/after");
+  EXPECT_EQ(after.status, 200) << after.raw;
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "held");
+  EXPECT_EQ(other.request_count(), 1u);
+  EXPECT_EQ(worker_.request_count(), 1u) << "the removed worker still got a new request";
+}
+
+}  // namespace
+}  // namespace frontdoor::test
