@@ -393,6 +393,8 @@ std::size_t FakeWorker::after_bytes_sent() const {
   std::lock_guard lk(mu_);
   return after_sent_;
 }
+void FakeWorker::release() { released_.store(true); }
+
 bool FakeWorker::wait_for_after_bytes(std::size_t n, std::chrono::milliseconds timeout) const {
   return wait_until([&] { return after_sent_ >= n; }, timeout);
 }
@@ -631,6 +633,9 @@ void FakeWorker::serve(int fd, int conn_no) {
     if (b.kind == Behavior::Kind::never_answer) {
       aborted = conn.pause(std::chrono::milliseconds(-1), buf) == Wait::peer_closed;
       return finish();
+    }
+    while (b.held && !released_.load()) {
+      if (!conn.sleep(std::chrono::milliseconds(5))) return finish();  // stopped
     }
     if (b.first_byte_delay.count() > 0) {
       auto w = conn.pause(b.first_byte_delay, buf);

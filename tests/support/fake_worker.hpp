@@ -67,9 +67,15 @@ struct Behavior {
   // with the part of the body read so far. After the answer: with
   // connection_close, send FIN, wait `linger` without reading, then close (the
   // unread body makes the kernel reset the connection); otherwise read and
-  // discard the rest of the body and serve the next request.
+  // discard the rest of the body and serve the next request. A
+  // first_byte_delay before such an answer reads at most 1 MiB of the body,
+  // then stops reading (the sender's writes then block).
   bool answer_before_body = false;
   std::chrono::milliseconds linger{0};
+  // Wait for FakeWorker::release() before answering (without reading
+  // meanwhile): the test decides when the answer goes out, e.g. once the
+  // client's upload is known to be blocked.
+  bool held = false;
   // Stray bytes written `after_delay` after the complete answer, on the same
   // connection (a worker whose body is longer than its Content-Length said).
   std::string after_bytes;
@@ -140,6 +146,8 @@ class FakeWorker {
   std::size_t flood_bytes_sent() const;
   std::size_t after_bytes_sent() const;
   bool wait_for_after_bytes(std::size_t n, std::chrono::milliseconds timeout) const;
+  // Lets every held answer (Behavior::held) go, now and from now on.
+  void release();
   int connections_accepted() const;
   int connections_closed() const;  // connections whose handling ended (any reason)
   // Streams (sse, large, never_answer, delays) ended because the peer closed.
@@ -173,6 +181,7 @@ class FakeWorker {
   int stop_fd_ = -1;  // eventfd: readable once stop() was called
   std::uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> released_{false};
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
