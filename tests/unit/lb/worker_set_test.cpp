@@ -294,7 +294,7 @@ TEST(WorkerSet, NewSettingsApplyFromTheReloadOn) {
   ep1->release(*first);
   io.run();
   io.restart();
-  EXPECT_NE(a.granted, nullptr);
+  ASSERT_NE(a.granted, nullptr);
   EXPECT_EQ(b.granted, nullptr);
   EXPECT_TRUE(ep1->cancel(*b.waiter));
   rt3->find("ep1")->release(*a.granted);
