@@ -57,7 +57,7 @@ class Frontdoor:
     is the YAML body of endpoint ep1 (indented 4 spaces), `extra` more
     top-level YAML."""
 
-    def __init__(self, workdir, keys_yaml, endpoint, limits="", threads=2, extra="", log_path=None):
+    def __init__(self, workdir, keys_yaml, endpoint, limits="", threads=2, extra="", log_path=None, more_endpoints=""):
         self.dir, self.port, self.admin = workdir, free_port(), free_port()
         with open(os.path.join(workdir, "keys.yaml"), "w") as f:
             f.write("keys:\n" + keys_yaml)
@@ -68,7 +68,7 @@ class Frontdoor:
                     f"routing:\n  path_prefix: true\n"
                     + (f"limits:\n{limits}" if limits else "")
                     + f"keys:\n  store: keys.yaml\n  last_used_flush: 2s\n{extra}"
-                    f"endpoints:\n  ep1:\n{endpoint}")
+                    f"endpoints:\n  ep1:\n{endpoint}{more_endpoints}")
         self.log_path = log_path or os.path.join(workdir, f"fd-{self.port}.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([frontdoor_bin(), "--config", self.cfg],
@@ -475,8 +475,9 @@ def mkdtemp(prefix):
 class WorkerProc:
     """bench/lib/worker.py as its own process (so that it can be SIGKILLed)."""
 
-    def __init__(self, wid, port=0, record=None):
-        cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--id", wid, "--port", str(port)]
+    def __init__(self, wid, port=0, record=None, ping_status=200):
+        cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--id", wid, "--port", str(port),
+               "--ping-status", str(ping_status)]
         if record:
             cmd += ["--record", record]
         self.wid = wid

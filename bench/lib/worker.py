@@ -11,7 +11,7 @@ strictly (bench/lib/fdbench.py); with --record, one JSON line per request
 X-Case, body length, or the parse error) is appended to FILE.
 
 Paths (after frontdoor strips /ep1):
-  /ping                   200 {"status":"healthy"}
+  /ping                   200 {"status":"healthy"} (204 with --ping-status 204: initializing)
   /json, anything else    200 short JSON with Content-Length: {"worker","req","len"}
   /chunked                the same JSON, chunked in two pieces
   /eof                    the same JSON, close-delimited (no length, then close)
@@ -32,8 +32,8 @@ from fdbench import HttpError, Parser  # noqa: E402
 
 
 class Worker:
-    def __init__(self, wid, record):
-        self.wid = wid
+    def __init__(self, wid, record, ping_status=200):
+        self.wid, self.ping_status = wid, ping_status
         self.record = open(record, "a", buffering=1) if record else None
 
     def log(self, **kv):
@@ -100,7 +100,9 @@ class Worker:
         url = urlsplit(req.target)
         path, head_only = url.path, req.method == "HEAD"
         close = req.close
-        if path == "/ping":
+        if path == "/ping" and self.ping_status == 204:
+            w.write(b"HTTP/1.1 204 No Content\r\n\r\n")   # a model still loading: "initializing"
+        elif path == "/ping":
             body = b'{"status":"healthy"}'
             w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n"
                     + (b"" if head_only else body))
@@ -154,8 +156,9 @@ async def main():
     ap.add_argument("--id", required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--record")
+    ap.add_argument("--ping-status", type=int, default=200, help="204: stay 'initializing' (SPEC §4)")
     args = ap.parse_args()
-    wk = Worker(args.id, args.record)
+    wk = Worker(args.id, args.record, args.ping_status)
     server = await asyncio.start_server(wk.handle, "127.0.0.1", args.port, reuse_address=True, backlog=1024)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
