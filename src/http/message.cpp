@@ -130,6 +130,21 @@ std::string connection_tokens(const bhttp::header<isRequest>& h) {
 
 }  // namespace
 
+bool version_above_http11(std::string_view head_bytes) noexcept {
+  auto eol = head_bytes.find("\r\n");
+  if (eol == std::string_view::npos) return false;
+  auto line = head_bytes.substr(0, eol);
+  // method SP request-target SP HTTP-version (RFC 9112 §3)
+  auto first = line.find(' ');
+  auto last = line.rfind(' ');
+  if (first == std::string_view::npos || first == 0 || last == first) return false;
+  auto version = line.substr(last + 1);
+  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.') return false;
+  const char major = version[5], minor = version[7];
+  if (major < '0' || major > '9' || minor < '0' || minor > '9') return false;
+  return major > '1' || (major == '1' && minor > '1');
+}
+
 auth::BearerResult bearer_of(const RequestHead& head) noexcept {
   std::array<std::string_view, 2> values;  // a second one already decides
   std::size_t count = 0;
@@ -181,6 +196,9 @@ HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
     return r;
   };
   auto target = std::string_view(head.target().data(), head.target().size());
+  // RFC 9110 §6.2: we speak HTTP/1.1 (and answer 1.0); Beast reads any
+  // single-digit version, so HTTP/2.0 in an HTTP/1 request line lands here.
+  if (head.version() != 10 && head.version() != 11) return fail(Reason::http_version_not_supported);
   if (target.size() > max_uri_bytes) return fail(Reason::uri_too_long);
   if (!raw_head_clean(raw_head)) return fail(Reason::bad_request);
   if (head.method() == bhttp::verb::connect) return fail(Reason::bad_request);
@@ -214,7 +232,10 @@ HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
         break;
     }
   }
-  if (hosts != 1 || !valid_host(r.host)) return fail(Reason::bad_request);
+  // RFC 9112 §3.2: Host is required of HTTP/1.1 only; a Host-less HTTP/1.0
+  // request is routed by path (or by its absolute-form authority).
+  if (hosts > 1 || (hosts == 0 && head.version() >= 11)) return fail(Reason::bad_request);
+  if (hosts == 1 && !valid_host(r.host)) return fail(Reason::bad_request);
   if (lengths > 1 || encodings > 1 || (lengths && encodings)) return fail(Reason::bad_request);
   if (encodings) {
     // Only a single, final "chunked" is accepted; HTTP/1.0 has no chunked.
@@ -251,6 +272,9 @@ HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
       if (f.name() == bhttp::field::connection &&
           has_token(std::string_view(f.value().data(), f.value().size()), "upgrade")) {
         r.websocket = true;
+        // SPEC §4 step 6: an upgrade is a GET without a body. One with a
+        // body is refused and the connection closed (review H1).
+        if (r.has_body()) return fail(Reason::bad_request);
         return fail(Reason::upgrade_not_supported);
       }
     }
@@ -312,7 +336,8 @@ void build_upstream_request(const RequestHead& head, const UpstreamRequest& u, s
 }
 
 void build_downstream_response(const ResponseHead& head, const DownstreamResponse& d, std::string& out) {
-  out.append(d.http10_client ? "HTTP/1.0 " : "HTTP/1.1 ");
+  // RFC 9110 §6.2: a server sends its own version, also to 1.0 clients.
+  out.append("HTTP/1.1 ");
   append_uint(out, head.result_int());
   out.push_back(' ');
   auto reason = head.reason();
@@ -359,7 +384,7 @@ struct ReplyTemplate {
 const ReplyTemplate& reply_template(Reason reason) {
   static const auto templates = [] {
     std::array<ReplyTemplate, 32> t;
-    for (std::size_t r = 1; r <= static_cast<std::size_t>(Reason::upgrade_not_supported); ++r) {
+    for (std::size_t r = 1; r <= static_cast<std::size_t>(Reason::http_version_not_supported); ++r) {
       const auto& i = core::info(static_cast<Reason>(r));
       auto& out = t[r];
       out.head.append("HTTP/1.1 ");
@@ -381,7 +406,7 @@ const ReplyTemplate& reply_template(Reason reason) {
 }  // namespace
 
 void build_local_reply(Reason reason, std::string_view request_id, bool keep_alive, std::string& out,
-                       std::string_view extra_headers) {
+                       std::string_view extra_headers, LocalReplyOptions options) {
   using namespace std::string_view_literals;
   const auto& t = reply_template(reason);
   // request_id is visible ASCII (valid_request_id); escape what JSON needs.
@@ -394,8 +419,15 @@ void build_local_reply(Reason reason, std::string_view request_id, bool keep_ali
   append_uint(out, body_size);
   out.append("\r\nX-Request-Id: "sv).append(request_id).append("\r\n"sv);
   out.append(extra_headers);
-  if (!keep_alive) out.append("Connection: close\r\n"sv);
-  out.append("\r\n"sv).append(t.body_prefix);
+  if (!keep_alive)
+    out.append("Connection: close\r\n"sv);
+  else if (options.http10_client)
+    out.append("Connection: keep-alive\r\n"sv);
+  out.append("\r\n"sv);
+  // RFC 9110 §9.3.2: the answer to HEAD states the length of the body it
+  // does not carry; sending it would desync a kept-alive connection.
+  if (options.head_request) return;
+  out.append(t.body_prefix);
   if (escapes == 0) {
     out.append(request_id);
   } else {

@@ -24,6 +24,7 @@ enum class Reason : std::uint8_t {
   uri_too_long,
   request_header_too_large,
   upgrade_not_supported,
+  http_version_not_supported,
 };
 
 struct ReasonInfo {

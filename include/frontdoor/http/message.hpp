@@ -20,13 +20,17 @@ using ResponseHead = boost::beast::http::response_header<>;
 // What the strict framing rules (RFC 9112 §6.3, §11) decided about a parsed
 // request head, beyond what Beast's parser already rejects.
 struct HeadCheck {
-  core::Reason reason = core::Reason::none;  // bad_request, uri_too_long, upgrade_not_supported
+  core::Reason reason = core::Reason::none;  // bad_request, uri_too_long, upgrade_not_supported,
+                                             // http_version_not_supported
   bool chunked = false;
   std::optional<std::uint64_t> content_length;
   bool expect_continue = false;
   bool websocket = false;
   std::string_view host;    // the one Host value (or the absolute-form authority)
   std::string_view target;  // origin-form target (absolute-form reduced to its path)
+  // The framing is filled in before any check that can still fail, so that
+  // a refused request's body is known to be unread (review H1).
+  bool has_body() const noexcept { return chunked || (content_length && *content_length > 0); }
 };
 
 // raw_head: the exact bytes of the head as received (request line through
@@ -34,6 +38,11 @@ struct HeadCheck {
 // might tolerate.
 HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
                              std::uint64_t max_uri_bytes) noexcept;
+
+// For a head Beast's parser refused: true when its request line is well
+// formed but names a version above HTTP/1.1 (HTTP/2.0, HTTP/1.2), which gets
+// 505 rather than 400 (SPEC §4 step 1; RFC 9110 §15.6.6).
+bool version_above_http11(std::string_view head_bytes) noexcept;
 
 // SPEC §4 step 2 over a parsed head: every Authorization header's value
 // goes to auth::parse_bearer (more than one is refused there).
@@ -85,7 +94,12 @@ void build_downstream_response(const ResponseHead& head, const DownstreamRespons
 // X-Frontdoor-Error, WWW-Authenticate when the reason has one, X-Request-Id,
 // and "Connection: close" unless keep_alive. extra_headers: complete header
 // lines ("Retry-After: 1\r\n"), for phases that add their own.
+struct LocalReplyOptions {
+  bool head_request = false;  // answer to HEAD: no body, Content-Length kept
+  bool http10_client = false; // HTTP/1.0 client: keep-alive is stated explicitly
+};
 void build_local_reply(core::Reason reason, std::string_view request_id, bool keep_alive,
-                       std::string& out, std::string_view extra_headers = {});
+                       std::string& out, std::string_view extra_headers = {},
+                       LocalReplyOptions options = {});
 
 }  // namespace frontdoor::http

@@ -286,3 +286,64 @@ TEST(LocalReply, EveryReasonHasStatusAndCode) {
 
 }  // namespace
 }  // namespace frontdoor::http
+
+namespace frontdoor::http {
+namespace {
+
+TEST(CheckRequestHead, Http10MayOmitHostHttp11MayNot) {
+  auto r = check("GET /ep1/x HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(r.beast_or_check, Reason::none);
+  EXPECT_EQ(r.check.host, "");
+  EXPECT_EQ(r.check.target, "/ep1/x");
+  EXPECT_EQ(check("GET /ep1/x HTTP/1.1\r\n\r\n").beast_or_check, Reason::bad_request);
+  // A Host that is there must still be valid, in 1.0 too.
+  EXPECT_EQ(check("GET / HTTP/1.0\r\nHost: a b\r\n\r\n").beast_or_check, Reason::bad_request);
+}
+
+TEST(CheckRequestHead, UpgradeWithABodyIsRefusedAndItsFramingKnown) {
+  auto r = check("GET /ep/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                 "Content-Length: 40\r\n\r\n");
+  EXPECT_EQ(r.beast_or_check, Reason::bad_request);
+  EXPECT_TRUE(r.check.has_body());  // so the reply knows a body is unread (H1)
+  auto c = check("GET /ep/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n");
+  EXPECT_EQ(c.beast_or_check, Reason::bad_request);
+  auto u = check("GET /ep/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  EXPECT_EQ(u.beast_or_check, Reason::upgrade_not_supported);
+  EXPECT_FALSE(u.check.has_body());
+}
+
+TEST(LocalReply, HeadCarriesNoBodyButItsLength) {
+  std::string get, head;
+  build_local_reply(Reason::invalid_api_key, "rid", true, get);
+  build_local_reply(Reason::invalid_api_key, "rid", true, head, {}, {.head_request = true});
+  auto split = get.find("\r\n\r\n") + 4;
+  EXPECT_EQ(head, get.substr(0, split));  // same head, Content-Length included
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(get.size() - split)), std::string::npos);
+}
+
+TEST(LocalReply, Http10KeepAliveIsStated) {
+  std::string out;
+  build_local_reply(Reason::invalid_api_key, "rid", true, out, {}, {.http10_client = true});
+  EXPECT_EQ(out.rfind("HTTP/1.1 401 ", 0), 0u);
+  EXPECT_NE(out.find("Connection: keep-alive\r\n"), std::string::npos);
+  std::string closed;
+  build_local_reply(Reason::invalid_api_key, "rid", false, closed, {}, {.http10_client = true});
+  EXPECT_NE(closed.find("Connection: close\r\n"), std::string::npos);
+  EXPECT_EQ(closed.find("keep-alive"), std::string::npos);
+}
+
+TEST(VersionAboveHttp11, OnlyWellFormedHigherVersions) {
+  EXPECT_TRUE(version_above_http11("GET / HTTP/2.0\r\nHost: a\r\n\r\n"));
+  EXPECT_TRUE(version_above_http11("GET / HTTP/1.2\r\n"));
+  EXPECT_TRUE(version_above_http11("POST /x?y HTTP/3.0\r\n"));
+  EXPECT_FALSE(version_above_http11("GET / HTTP/1.1\r\n"));
+  EXPECT_FALSE(version_above_http11("GET / HTTP/1.0\r\n"));
+  EXPECT_FALSE(version_above_http11("GET / HTTP/2\r\n"));
+  EXPECT_FALSE(version_above_http11("GET / HTTP/2.0"));  // no line end yet
+  EXPECT_FALSE(version_above_http11("GET HTTP/2.0\r\n"));
+  EXPECT_FALSE(version_above_http11("GET / XTTP/2.0\r\n"));
+}
+
+}  // namespace
+}  // namespace frontdoor::http
