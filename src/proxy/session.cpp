@@ -1,23 +1,27 @@
 // The request pipeline (STYLE "A request is a pipeline of named phases").
 // In order:
 //   read head → check framing → authenticate → route → authorize →
-//   pick worker → rewrite headers → relay both ways → finish (log)
-// Each phase either continues or ends in reply(reason): only this session
-// writes local replies, and every one is made from a core::Reason.
+//   rate-limit → pick worker → rewrite headers → relay both ways → finish
+// Each phase either continues or ends in end_request(reason): only this
+// session writes local replies, and every one is made from a core::Reason.
 //
 // Threading: a Session lives on one ThreadContext and all its handlers run
 // on that thread; nothing here locks. Timeouts are not timers: each phase
 // sets deadline_, and the thread's sweep calls on_sweep() about every 100 ms.
-// Upstream handlers carry the exchange number they were issued for, so a
-// late completion from an abandoned exchange is ignored.
+//
+// Ownership: a session is owned by the shared_ptrs its pending handlers
+// hold. Every handler captures `self`; on_sweep() and on_drain(), which the
+// thread context calls through a raw pointer, take their own reference
+// first. Upstream handlers also capture their Attempt and return at once
+// when it is no longer the current one.
 #include "session.hpp"
 
 #include <sys/socket.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/http/read.hpp>
 
+#include <array>
 #include <charconv>
 #include <cmath>
 
@@ -40,11 +44,13 @@ namespace {
 constexpr std::size_t kReadSize = 16384;
 constexpr std::size_t kUpstreamReadSize = 65536;
 constexpr std::size_t kUpstreamHeaderLimit = 65536;
-constexpr std::size_t kDrainLimit = 64 * 1024;              // SPEC §4 step 1
-constexpr auto kLingerTime = std::chrono::seconds(2);      // bound on a graceful close
+constexpr std::size_t kChunkLineLimit = 4096;          // chunk-size line with extensions
+constexpr std::size_t kRelayChunkMax = 65536;          // decoded bytes per re-framed write
+constexpr std::size_t kWatchLimit = 65536;             // client bytes read ahead while busy
+constexpr std::size_t kDrainLimit = 64 * 1024;         // SPEC §4 step 1
+constexpr auto kLingerTime = std::chrono::seconds(2);  // bound on a graceful close
 constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
-constexpr std::string_view kCrlfLastChunk = "\r\n0\r\n\r\n";
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // 503 no_worker_ready: a worker may free up or turn ready at any moment.
 constexpr std::string_view kRetryAfter = "Retry-After: 1\r\n";
@@ -69,59 +75,69 @@ void append_hex(std::string& out, std::size_t v) {
   out.append(buf, end);
 }
 
-
-// Decodes as much of a chunked body as `in` holds into `out` (Beast's
-// parser with a buffer_body), consuming what it used. Returns the bytes
-// produced; `ec` is set only for a malformed body.
-template <class Parser, std::size_t N>
-std::size_t decode_body(Parser& parser, beast::flat_buffer& in, std::array<char, N>& out,
-                        boost::system::error_code& ec) {
-  std::size_t produced = 0;
-  ec = {};
-  while (in.size() && !parser.is_done() && produced < out.size()) {
-    auto& body = parser.get().body();
-    body.data = out.data() + produced;
-    body.size = out.size() - produced;
-    body.more = true;
-    boost::system::error_code put_ec;
-    auto used = parser.put(in.data(), put_ec);
-    in.consume(used);
-    produced = out.size() - body.size;
-    if (put_ec == bhttp::error::need_buffer || put_ec == bhttp::error::need_more) {
-      if (used == 0) break;
-      continue;
-    }
-    if (put_ec) {
-      ec = put_ec;
-      break;
-    }
-  }
-  return produced;
-}
-
 bool retryable_method(bhttp::verb v) noexcept {
   return v == bhttp::verb::get || v == bhttp::verb::head || v == bhttp::verb::options;
 }
 
+std::string_view data_of(const beast::flat_buffer& b) noexcept {
+  return {static_cast<const char*>(b.data().data()), b.size()};
+}
+
+ClientStream make_client_stream(asio::ip::tcp::socket socket, const ListenerInfo& listener) {
+  if (listener.tls) return ClientStream(std::move(socket), listener.tls->get());
+  return ClientStream(std::move(socket));
+}
+
+// The status logged for a request cut before any response byte (SPEC §6:
+// 499 when the client left, as nginx logs it).
+unsigned cut_status(End e) noexcept {
+  switch (e) {
+    case End::client_closed: return 499;
+    case End::worker_closed: return 502;
+    case End::idle_timeout: return 504;
+    case End::shutdown: return 503;
+    case End::revoked: return 401;
+    case End::complete: break;
+  }
+  return 0;
+}
+
 }  // namespace
+
+std::string_view to_string(End e) noexcept {
+  switch (e) {
+    case End::complete: return "";
+    case End::client_closed: return "client_closed";
+    case End::worker_closed: return "worker_closed";
+    case End::idle_timeout: return "idle_timeout";
+    case End::shutdown: return "shutdown";
+    case End::revoked: return "revoked";
+  }
+  return "";
+}
 
 // ---------------------------------------------------------------------------
 // Connection
 // ---------------------------------------------------------------------------
 
-namespace {
-ClientStream make_client_stream(asio::ip::tcp::socket socket, const ListenerInfo& listener) {
-  if (listener.tls) return ClientStream(std::move(socket), listener.tls->get());
-  return ClientStream(std::move(socket));
-}
-}  // namespace
-
 Session::Session(ThreadContext& ctx, asio::ip::tcp::socket socket, const ListenerInfo& listener)
     : ctx_(ctx), client_(make_client_stream(std::move(socket), listener)) {}
 
 Session::~Session() {
+  // Normally everything is released by end_request()/close() already; this
+  // is the last line of defence, so that no slot ever leaks.
   if (phase_ != Phase::closed) ctx_.remove(this);
-  if (exchange_active_) abort_exchange();
+  if (req_.active && !req_.logged) {
+    // Only at exit: the thread context destroys the handlers that own a
+    // session still in a request, at the end of shutdown_grace (SPEC §6:
+    // streams cut then are logged).
+    req_.end = End::shutdown;
+    if (!req_.response_started) req_.status = cut_status(End::shutdown);
+    log_and_count();
+  }
+  leave_queue();
+  drop_attempt(false);
+  release_key_slot();
   ctx_.shared().client_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -134,15 +150,13 @@ void Session::start() {
     close();
     return;
   }
-  auto addr = peer.address();
-  if (addr.is_v6() && addr.to_v6().is_v4_mapped())
-    addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-  peer_ip_ = addr.to_string();
-  const auto& config = *ctx_.runtime()->config;
-  peer_trusted_ = config.routing.is_trusted(addr);
-  fresh_parser(config);
+  peer_addr_ = peer.address();
+  if (peer_addr_.is_v6() && peer_addr_.to_v6().is_v4_mapped())
+    peer_addr_ = asio::ip::make_address_v4(asio::ip::v4_mapped, peer_addr_.to_v6());
+  peer_ip_ = peer_addr_.to_string();
+  fresh_parser();
   phase_ = Phase::first_head;
-  set_deadline(config.limits.header_timeout);  // the TLS handshake counts against it
+  set_deadline(ctx_.runtime()->config->limits.header_timeout);  // the TLS handshake counts against it
   if (client_.is_tls()) {
     client_read_pending_ = true;  // the handshake reads
     client_.async_handshake([self = shared_from_this()](error_code hec) { self->on_handshake(hec); });
@@ -163,31 +177,22 @@ void Session::on_handshake(error_code ec) {
   read_client();
 }
 
-// A fresh parser per message, with our limits (the body limit is enforced
-// here, with our own error).
-void Session::fresh_parser(const config::Config& config) {
-  req_.emplace();
-  req_->header_limit(static_cast<std::uint32_t>(config.limits.max_header_bytes));
-  req_->body_limit(boost::none);
+// A fresh parser per message, with our limits. It parses the head only
+// (eager off): bodies go through our own framing code and its limits.
+void Session::fresh_parser() {
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(ctx_.runtime()->config->limits.max_header_bytes));
+  parser_->body_limit(boost::none);  // max_body_bytes is ours, with our own error
+  parser_->eager(false);
   head_parsed_ = 0;
 }
 
-// The state of one attempt at a worker: cleared before each attempt (a
-// retry is a new one) and before the next request.
-void Session::reset_exchange() {
-  req_sent_ = req_final_chunk_sent_ = req_aborted_ = false;
-  res_started_ = res_done_ = res_head_done_ = res_eof_ = response_waiting_ = false;
-  up_write_pending_ = up_read_pending_ = false;
-  res_.reset();
-}
-
 void Session::read_client() {
-  if (client_read_pending_ || phase_ == Phase::closed || client_eof_) return;
+  if (client_read_pending_ || client_eof_ || in_writers_ || phase_ == Phase::closed) return;
   client_read_pending_ = true;
-  client_.async_read_some(in_.prepare(kReadSize),
-                          [self = shared_from_this()](error_code ec, std::size_t n) {
-                            self->on_client_read(ec, n);
-                          });
+  client_.async_read_some(in_.prepare(kReadSize), [self = shared_from_this()](error_code ec, std::size_t n) {
+    self->on_client_read(ec, n);
+  });
 }
 
 // Asio retries a read at once whenever the previous one returned data, and
@@ -196,7 +201,7 @@ void Session::read_client() {
 // the handler queue instead, it usually finds the next request already
 // there (and is otherwise the same read, so no readiness can be missed).
 void Session::read_client_soon() {
-  if (client_read_pending_ || phase_ == Phase::closed || client_eof_) return;
+  if (client_read_pending_ || client_eof_ || phase_ == Phase::closed) return;
   client_read_pending_ = true;
   asio::post(ctx_.io(), [self = shared_from_this()] {
     self->client_read_pending_ = false;
@@ -204,20 +209,25 @@ void Session::read_client_soon() {
   });
 }
 
+// While the session waits for a worker, it reads ahead (bounded) so that a
+// client that goes away is noticed and its request cancelled.
+void Session::watch_client() {
+  if (in_.size() < kWatchLimit) read_client();
+}
+
 void Session::on_client_read(error_code ec, std::size_t n) {
   client_read_pending_ = false;
   if (phase_ == Phase::closed) return;
+  if (phase_ == Phase::linger) {
+    if (!ec && n) in_.commit(n);
+    else if (ec != asio::error::operation_aborted) client_eof_ = true;  // aborted: see linger()
+    linger();
+    return;
+  }
   if (ec || n == 0) {
     client_eof_ = true;
-    switch (phase_) {
-      case Phase::reply:
-      case Phase::continue_100:
-        return;  // the write in progress finishes, then the connection closes
-      default:
-        // A client that goes away cancels its upstream exchange, if any.
-        close();
-        return;
-    }
+    on_client_gone();
+    return;
   }
   in_.commit(n);
   switch (phase_) {
@@ -227,38 +237,96 @@ void Session::on_client_read(error_code ec, std::size_t n) {
       on_head_bytes();
       return;
     case Phase::exchange:
-      // Either more request body, or (request already sent) pipelined bytes
-      // that wait in in_ for the next request.
-      if (!req_sent_ && !req_aborted_ && !up_write_pending_) send_request_body();
+      if (attempt_ && !req_.body_done) pump_request();
       return;
-    case Phase::drain:
-      drain_body();
-      return;
-    default:
+    default:  // queued, connecting, continue_100, reply: kept for later
       return;
   }
 }
 
+// The client closed its side (or reset). Like nginx (proxy_ignore_client_abort
+// off), a request in progress is cancelled: a worker may compute for minutes
+// for nobody. A half-closing client (`nc -N`) loses its answer; see README.
+void Session::on_client_gone() {
+  switch (phase_) {
+    case Phase::first_head:
+    case Phase::idle:
+    case Phase::head:
+    case Phase::linger:
+      close();  // no request in progress
+      return;
+    case Phase::reply:
+    case Phase::continue_100:
+      return;  // the write in progress finishes or fails, then we close
+    default:
+      end_request(Reason::none, End::client_closed);
+      return;
+  }
+}
+
+// Abortive close: used for cut streams and errors. Over TLS no close_notify
+// is sent, so the client can tell a truncated response (RFC 8446 §6.1).
 void Session::close() {
   if (phase_ == Phase::closed) return;
-  release_key_slot();  // a cut stream ends its key's concurrent request too
-  if (exchange_active_) abort_exchange();
-  if (waiter_) {
-    endpoint_->cancel(*waiter_);  // if granted meanwhile, on_granted() passes the slot on
-    waiter_.reset();
+  if (req_.active && !req_.logged) {
+    end_request(Reason::none, End::client_closed);  // logs, then comes back here
+    return;
   }
+  leave_queue();
+  drop_attempt();
+  release_key_slot();
   phase_ = Phase::closed;
   ctx_.remove(this);
   error_code ignored;
   client_.socket().close(ignored);
 }
 
+// Graceful close after a complete answer: over TLS a close_notify and a
+// bounded wait for the peer's; over TCP a half-close, then discard what the
+// client still sends (at most kDrainLimit, for at most kLingerTime) so that
+// our answer is not destroyed by a reset, then close.
+void Session::linger() {
+  if (phase_ == Phase::closed) return;
+  if (phase_ != Phase::linger) {
+    phase_ = Phase::linger;
+    deadline_ = Clock::now() + kLingerTime;
+    if (!client_.is_tls()) {
+      error_code ignored;
+      client_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    }
+  }
+  drained_ += in_.size();
+  in_.consume(in_.size());
+  if (client_.is_tls()) {
+    if (!handshaken_ || client_eof_) {
+      close();
+      return;
+    }
+    if (tls_shutdown_started_) return;
+    if (client_read_pending_) {
+      // One read at a time on a TLS stream, and the shutdown reads: the
+      // pending read is cancelled, and its handler comes back here.
+      error_code ignored;
+      client_.socket().cancel(ignored);
+      return;
+    }
+    tls_shutdown_started_ = true;
+    client_.async_shutdown([self = shared_from_this()](error_code) { self->close(); });
+    return;
+  }
+  if (drained_ >= kDrainLimit || client_eof_) {
+    close();
+    return;
+  }
+  read_client();
+}
+
 void Session::on_sweep(Clock::time_point now) {
-  // An exchange that outlives a sweep interval watches its client, so that
-  // a disconnect cancels it (a worker may think for minutes). Short
-  // requests never pay the extra read. Pipelined bytes make it unneeded.
-  if (phase_ == Phase::exchange && req_sent_ && !client_read_pending_ && in_.size() == 0)
-    read_client();
+  auto keep = shared_from_this();  // C1: the handlers below may drop the last other owner
+  // A request that waits for a worker watches its client, so that a
+  // disconnect cancels it (a worker may think for minutes). Short requests
+  // never pay the extra read.
+  if (phase_ == Phase::queued || (phase_ == Phase::exchange && req_.body_done)) watch_client();
   if (now < deadline_) return;
   deadline_ = Clock::time_point::max();
   switch (phase_) {
@@ -273,40 +341,49 @@ void Session::on_sweep(Clock::time_point now) {
       reply(Reason::request_timeout, true);
       return;
     case Phase::queued:
-      if (endpoint_->cancel(*waiter_)) {
-        waiter_.reset();
-        reply(Reason::no_worker_ready, false, kRetryAfter);
-      }  // else granted meanwhile: on_granted() is on its way
+      // If the waiter was granted meanwhile, on_granted() is on its way.
+      if (req_.endpoint->cancel(*req_.waiter)) {
+        req_.waiter.reset();
+        end_request(Reason::no_worker_ready, End::complete, kRetryAfter);
+      }
       return;
     case Phase::connecting:
-      // Cancels the connect; on_connected sees the error and applies the
-      // retry rule like any other connect failure.
-      if (up_) {
+      // Cancels the connect; on_connected() applies the retry rule.
+      if (attempt_ && attempt_->conn) {
         error_code ignored;
-        up_->socket.close(ignored);
+        attempt_->conn->socket.close(ignored);
       }
       return;
     case Phase::exchange:
-      if (res_started_) {
-        core::log::warn("stream idle timeout", {{"request_id", request_id_}, {"worker", worker_->address_text}});
-        close();
-      } else if (req_sent_) {
-        exchange_failed(Reason::worker_timeout, false, false);
+      if (req_.response_started) {
+        core::log::warn("stream idle timeout", {{"request_id", req_.request_id()}});
+        end_request(Reason::none, End::idle_timeout);
+      } else if (req_.body_sent || (attempt_ && attempt_->write_pending)) {
+        // No answer in time, or a worker that stopped reading the body.
+        attempt_failed(Reason::worker_timeout);
       } else {
-        abort_exchange();
-        reply(Reason::request_timeout, true);
+        end_request(Reason::request_timeout, End::complete);  // the client's body stalled
       }
       return;
-    default:  // idle, continue_100, reply, drain
+    case Phase::idle:
+      linger();  // a clean end: over TLS with close_notify
+      return;
+    case Phase::linger:
       close();
+      return;
+    case Phase::continue_100:
+    case Phase::reply:
+    case Phase::closed:
+      close();  // a client that does not read its answer
       return;
   }
 }
 
 void Session::on_drain() {
+  auto keep = shared_from_this();
   // Kept-alive connections between requests close at once; a request in
   // progress finishes and its answer carries Connection: close.
-  if (phase_ == Phase::idle || (phase_ == Phase::first_head && in_.size() == 0)) close();
+  if (phase_ == Phase::idle || (phase_ == Phase::first_head && in_.size() == 0)) linger();
 }
 
 // ---------------------------------------------------------------------------
@@ -319,16 +396,16 @@ void Session::on_head_bytes() {
     phase_ = Phase::head;  // the next head has header_timeout from its first byte
     set_deadline(limits.header_timeout);
   }
-  auto data = std::string_view(static_cast<const char*>(in_.data().data()), in_.size());
+  auto data = data_of(in_);
   // A request line longer than the URI limit gets 414 even when it also
   // exceeds the header limit (as nginx does).
-  if (data.size() > limits.max_uri_bytes + 32 && data.substr(0, limits.max_uri_bytes + 32).find('\n') ==
-                                                     std::string_view::npos) {
+  if (data.size() > limits.max_uri_bytes + 32 &&
+      data.substr(0, limits.max_uri_bytes + 32).find('\n') == std::string_view::npos) {
     reply(Reason::uri_too_long, true);
     return;
   }
   error_code ec;
-  auto consumed = req_->put(asio::buffer(data.data() + head_parsed_, data.size() - head_parsed_), ec);
+  auto consumed = parser_->put(asio::buffer(data.data() + head_parsed_, data.size() - head_parsed_), ec);
   head_parsed_ += consumed;
   if (ec == bhttp::error::need_more) {
     if (in_.size() >= limits.max_header_bytes) {
@@ -339,78 +416,95 @@ void Session::on_head_bytes() {
     return;
   }
   if (ec) {
-    reply(ec == bhttp::error::header_limit ? Reason::request_header_too_large : Reason::bad_request, true);
+    Reason why = ec == bhttp::error::header_limit ? Reason::request_header_too_large
+                 : http::version_above_http11(data)  ? Reason::http_version_not_supported
+                                                     : Reason::bad_request;
+    reply(why, true);
     return;
   }
-  if (req_->is_header_done()) on_request_head(head_parsed_);
+  if (parser_->is_header_done()) on_request_head(head_parsed_);
 }
 
 void Session::on_request_head(std::size_t head_size) {
-  started_ = Clock::now();
-  runtime_ = ctx_.runtime();
-  config_ = runtime_->config.get();
+  req_.active = true;
+  req_.started = Clock::now();
+  req_.runtime = ctx_.runtime();
+  req_.config = req_.runtime->config.get();
+  const auto& config = *req_.config;
   auto raw = std::string_view(static_cast<const char*>(in_.data().data()), head_size);
-  const auto& head = req_->get();
+  const auto& head = parser_->get();
+  req_.head_method = head.method() == bhttp::verb::head;
+  req_.http10 = head.version() < 11;
+  req_.keep_alive = head.keep_alive();
 
   // X-Request-Id: the client's if acceptable, else a new one.
-  request_id_ = {};
   for (const auto& f : head) {
     if (f.name() == bhttp::field::unknown && iequals(sv(f.name_string()), "x-request-id")) {
       auto v = sv(f.value());
       if (http::valid_request_id(v)) {
-        std::memcpy(request_id_buf_, v.data(), v.size());
-        request_id_ = {request_id_buf_, v.size()};
+        std::memcpy(req_.request_id_buf, v.data(), v.size());
+        req_.request_id_size = v.size();
       }
       break;
     }
   }
-  if (request_id_.empty()) {
-    ctx_.make_request_id(request_id_buf_);
-    request_id_ = {request_id_buf_, 32};
+  if (req_.request_id_size == 0) {
+    ctx_.make_request_id(req_.request_id_buf);
+    req_.request_id_size = 32;
   }
 
-  head_ = http::check_request_head(head, raw, config_->limits.max_uri_bytes);
+  req_.head = http::check_request_head(head, raw, config.limits.max_uri_bytes);
   in_.consume(head_size);
   head_parsed_ = 0;
-  if (head_.reason != Reason::none) {
-    reply(head_.reason, head_.reason != Reason::upgrade_not_supported);
+  // The framing is known even for a refused head, so a reply knows whether
+  // a body is left unread (review H1).
+  if (req_.head.chunked) {
+    req_.framing = Framing::chunked;
+    req_.chunked = http::ChunkedDecoder({kChunkLineLimit, config.limits.max_header_bytes});
+  } else if (req_.head.content_length && *req_.head.content_length) {
+    req_.framing = Framing::length;
+    req_.remaining = *req_.head.content_length;
+  } else {
+    req_.framing = Framing::none;
+    req_.body_done = true;
+  }
+  if (req_.head.reason != Reason::none) {
+    bool close_after = req_.head.reason != Reason::upgrade_not_supported;
+    reply(req_.head.reason, close_after);
     return;
   }
-  req_framing_ = head_.chunked                                     ? Framing::chunked
-                 : (head_.content_length && *head_.content_length) ? Framing::length
-                                                                   : Framing::none;
-  req_remaining_ = head_.content_length.value_or(0);
 
   auto outcome = authenticate_and_route();
   ctx_.metrics().record_outcome(outcome);
   if (outcome != Reason::none) {
-    reply(outcome, false, rate_headers_);
+    reply(outcome, false, req_.rate_headers);
     return;
   }
-  if (head_.content_length && *head_.content_length > config_->limits.max_body_bytes) {
-    reply(Reason::payload_too_large, true);
+  if (req_.head.content_length && *req_.head.content_length > config.limits.max_body_bytes) {
+    reply(Reason::payload_too_large, true, req_.rate_headers);
     return;
   }
   begin_proxy();
 }
 
 // ---------------------------------------------------------------------------
-// Phases 2–4: authenticate, route, authorize
+// Phases 2–5: authenticate, route, authorize, rate-limit
 // ---------------------------------------------------------------------------
 
 Reason Session::authenticate_and_route() {
-  const auto& head = req_->get();
+  const auto& head = parser_->get();
   auto bearer = http::bearer_of(head);
   if (bearer.reason != Reason::none) return bearer.reason;
 
   const auto& keys = ctx_.keys();
   const auth::Key* key = keys ? keys->find_by_hash(auth::sha256(bearer.token)) : nullptr;
-  if (key) key_id_ = key->id;
+  if (key) req_.key_id = key->id;
 
-  route_ = http::route(head_.host, head_.target, config_->routing);
-  endpoint_ = runtime_->find(route_.endpoint);
+  req_.route = http::route(req_.head.host, req_.head.target, req_.config->routing);
+  req_.endpoint = req_.runtime->find(req_.route.endpoint);
   const auto now = core::now_unix();
-  auto decision = auth::decide(key, now, route_.endpoint, endpoint_ != nullptr, sv(head.method_string()));
+  auto decision =
+      auth::decide(key, now, req_.route.endpoint, req_.endpoint != nullptr, sv(head.method_string()));
   if (key && decision != Reason::api_key_disabled && decision != Reason::api_key_expired) {
     // Usage: atomics beside the snapshot, flushed by the store thread.
     auto& rt = key->runtime();
@@ -421,11 +515,12 @@ Reason Session::authenticate_and_route() {
   return decision;
 }
 
-// Phase 5 (SPEC §4 step 5): a token bucket of rps with burst, and at most
+// SPEC §4 step 5: a token bucket of rps with burst, and at most
 // max_concurrent requests in flight (a stream counts until it ends).
 Reason Session::rate_limit(const auth::Key& key, auth::KeyRuntime& rt) {
   const auto& limit = *key.rate_limit;
-  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  const auto now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
   const double burst = static_cast<double>(std::max<std::uint64_t>(limit.burst, 1));
   bool allowed;
   double tokens;
@@ -443,765 +538,876 @@ Reason Session::rate_limit(const auth::Key& key, auth::KeyRuntime& rt) {
   }
   auto ceil_seconds = [](double s) { return static_cast<std::uint64_t>(std::max(1.0, std::ceil(s))); };
   const double rps = limit.rps > 0 ? limit.rps : 1e-9;
-  rate_headers_.clear();
-  rate_headers_.append("RateLimit-Limit: ").append(std::to_string(static_cast<std::uint64_t>(burst)));
-  rate_headers_.append("\r\nRateLimit-Remaining: ").append(std::to_string(static_cast<std::uint64_t>(std::floor(std::max(0.0, tokens)))));
-  rate_headers_.append("\r\nRateLimit-Reset: ").append(std::to_string(tokens >= burst ? 0 : ceil_seconds((burst - tokens) / rps)));
-  rate_headers_.append("\r\n");
+  auto& h = req_.rate_headers;
+  h.clear();
+  h.append("RateLimit-Limit: ").append(std::to_string(static_cast<std::uint64_t>(burst)));
+  h.append("\r\nRateLimit-Remaining: ")
+      .append(std::to_string(static_cast<std::uint64_t>(std::floor(std::max(0.0, tokens)))));
+  h.append("\r\nRateLimit-Reset: ")
+      .append(std::to_string(tokens >= burst ? 0 : ceil_seconds((burst - tokens) / rps)));
+  h.append("\r\n");
   if (!allowed) {
-    rate_headers_.append("Retry-After: ").append(std::to_string(ceil_seconds((1.0 - tokens) / rps))).append("\r\n");
+    h.append("Retry-After: ").append(std::to_string(ceil_seconds((1.0 - tokens) / rps))).append("\r\n");
     return Reason::rate_limited;
   }
   if (limit.max_concurrent > 0) {
     if (rt.in_flight.fetch_add(1, std::memory_order_acq_rel) >= limit.max_concurrent) {
       rt.in_flight.fetch_sub(1, std::memory_order_acq_rel);
-      rate_headers_.append("Retry-After: 1\r\n");
+      h.append("Retry-After: 1\r\n");
       return Reason::rate_limited;
     }
-    concurrency_held_ = &rt;
+    req_.key_slot = &rt;
   }
   return Reason::none;
 }
 
-void Session::release_key_slot() {
-  if (concurrency_held_) {
-    concurrency_held_->in_flight.fetch_sub(1, std::memory_order_acq_rel);
-    concurrency_held_ = nullptr;
-  }
-}
-
 void Session::begin_proxy() {
-  if (head_.expect_continue && req_framing_ != Framing::none && in_.size() == 0) {
-    // RFC 9110 §10.1.1: answer the expectation ourselves once the request is
-    // accepted; the worker never sees Expect.
+  // RFC 9110 §10.1.1: answer the expectation ourselves once the request is
+  // accepted (the worker never sees Expect); a 1.0 client's is ignored.
+  if (req_.head.expect_continue && !req_.http10 && !req_.body_done && in_.size() == 0) {
     phase_ = Phase::continue_100;
-    set_deadline(config_->limits.idle_timeout);
+    set_deadline(req_.config->limits.idle_timeout);
+    client_write_pending_ = true;
     asio::async_write(client_, asio::buffer(kContinue.data(), kContinue.size()),
                       [self = shared_from_this()](error_code ec, std::size_t) {
+                        self->client_write_pending_ = false;
                         if (self->phase_ == Phase::closed) return;
-                        if (ec || self->client_eof_) {
-                          self->close();
+                        if (ec) {
+                          self->end_request(Reason::none, End::client_closed);
                           return;
                         }
-                        self->start_exchange();
+                        if (self->client_eof_) {
+                          self->end_request(Reason::none, End::client_closed);
+                          return;
+                        }
+                        self->acquire_worker();
                       });
     return;
   }
-  start_exchange();
+  acquire_worker();
 }
 
 // ---------------------------------------------------------------------------
-// Phases 5–6: pick a worker, rewrite, relay
+// Phase 6: pick a worker (SPEC §4 step 7 queue), one attempt per try
 // ---------------------------------------------------------------------------
 
-void Session::start_exchange() {
-  ++attempts_;
-  if (auto* w = endpoint_->try_acquire(failed_worker_, ctx_.random())) {
-    assign_worker(w);
+void Session::acquire_worker() {
+  ++req_.attempts;
+  auto* endpoint = req_.endpoint;
+  if (auto* w = endpoint->try_acquire(req_.failed_worker, ctx_.random())) {
+    start_attempt(w);
     return;
   }
-  // No ready worker with a free slot: wait in the endpoint's queue.
-  waiter_ = std::make_shared<lb::Waiter>();
-  waiter_->io = &ctx_.io();
-  waiter_->avoid = failed_worker_;
-  waiter_->on_grant = [self = shared_from_this()](lb::WorkerState* w) { self->on_granted(w); };
-  auto admitted = endpoint_->admit(waiter_, ctx_.random());
+  // No ready worker with a free slot: wait in the endpoint's queue. The
+  // grant names its waiter, so a late grant for an abandoned wait is
+  // recognised and its slot passed on.
+  auto waiter = std::make_shared<lb::Waiter>();
+  waiter->io = &ctx_.io();
+  waiter->avoid = req_.failed_worker;
+  waiter->on_grant = [self = shared_from_this()](lb::WorkerState* worker) { self->on_granted(worker); };
+  auto admitted = endpoint->admit(waiter, ctx_.random());
   switch (admitted.admission) {
     case lb::EndpointState::Admission::granted:
-      waiter_.reset();
-      assign_worker(admitted.worker);
+      waiter->on_grant = nullptr;  // breaks the session ↔ waiter cycle
+      start_attempt(admitted.worker);
       return;
     case lb::EndpointState::Admission::queue_full:
-      waiter_.reset();
-      reply(Reason::no_worker_ready, false, kRetryAfter);
+      waiter->on_grant = nullptr;
+      end_request(Reason::no_worker_ready, End::complete, kRetryAfter);
       return;
     case lb::EndpointState::Admission::queued:
+      req_.waiter = std::move(waiter);
       phase_ = Phase::queued;
-      set_deadline(endpoint_->config().queue.timeout);
-      // A client that goes away leaves the queue at once (SPEC §4 step 7).
-      if (in_.size() == 0 && req_framing_ == Framing::none) read_client();
+      set_deadline(endpoint->config().queue.timeout);
+      watch_client();  // a client that goes away leaves the queue at once
       return;
   }
 }
 
 // Runs on this session's thread, posted by whichever thread freed the slot;
-// the slot is already counted on `w`.
-void Session::on_granted(lb::WorkerState* w) {
-  waiter_.reset();  // breaks the session ↔ waiter cycle
-  if (phase_ != Phase::queued) {
-    endpoint_->release(*w);  // gave up meanwhile (closed): pass the slot on
+// the slot is already counted on `worker`. Only the current waiter's grant
+// gets here: leave_queue() re-points an abandoned waiter's grant.
+void Session::on_granted(lb::WorkerState* worker) {
+  auto keep = shared_from_this();
+  if (!req_.waiter || phase_ != Phase::queued) {  // defensive: pass the slot on
+    if (req_.endpoint) req_.endpoint->release(*worker);
     return;
   }
-  assign_worker(w);
+  // The waiter (and this grant function, which holds the session) lives
+  // until the posted grant returns; then nothing refers to it.
+  req_.waiter.reset();
+  start_attempt(worker);
 }
 
-void Session::assign_worker(lb::WorkerState* w) {
-  worker_ = w;
-  ++exchange_id_;
-  reset_exchange();
-  exchange_active_ = true;
-  const auto& ep = endpoint_->config();
+// Leaves the endpoint's queue, if queued. A waiter granted meanwhile has a
+// slot counted that nobody will use: it is released here, once.
+void Session::leave_queue() {
+  if (!req_.waiter) return;
+  auto waiter = std::move(req_.waiter);
+  if (!req_.endpoint->cancel(*waiter)) {
+    // Granted: the grant is posted to us and will find its waiter is not
+    // current any more. Hand it a function that releases the slot instead.
+    waiter->on_grant = [endpoint = req_.endpoint, runtime = req_.runtime](lb::WorkerState* w) {
+      endpoint->release(*w);
+    };
+    return;
+  }
+  waiter->on_grant = nullptr;
+}
 
-  while ((up_ = ctx_.take(worker_, ep.pool.idle_timeout))) {
-    // A request that must not be retried after a failure checks first that
-    // the pooled connection was not closed by the worker meanwhile (SPEC §4
-    // step 7: "a pooled connection found closed before writing").
-    if (retryable_method(req_->get().method())) break;
+void Session::start_attempt(lb::WorkerState* worker) {
+  auto a = std::make_shared<Attempt>();
+  a->worker = worker;
+  req_.worker = worker;
+  attempt_ = a;
+  const auto& ep = req_.endpoint->config();
+  // A pooled connection is checked before reuse, whatever the method: a
+  // worker may have closed it, or written stray bytes after its last answer
+  // that must never be read as the next request's response (review L4).
+  while ((a->conn = ctx_.take(worker, ep.pool.idle_timeout))) {
     char probe;
-    auto r = ::recv(up_->socket.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    auto r = ::recv(a->conn->socket.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     error_code ignored;
-    up_->socket.close(ignored);  // closed (0), an error, or unexpected bytes
+    a->conn->socket.close(ignored);  // closed (0), an error, or unexpected bytes
   }
-  if (up_) {
-    up_reused_ = true;
-    up_in_ = ctx_.take_buffer();
+  a->in = ctx_.take_buffer();
+  if (a->conn) {
+    a->reused = true;
     send_request_head();
-  } else {
-    connect_worker();
+    return;
   }
-}
-
-void Session::connect_worker() {
-  up_ = std::make_unique<UpstreamConn>(ctx_.io());
-  up_reused_ = false;
-  up_in_ = ctx_.take_buffer();
+  a->conn = std::make_unique<UpstreamConn>(ctx_.io());
   phase_ = Phase::connecting;
-  set_deadline(endpoint_->config().timeouts.connect);
-  up_->socket.async_connect(worker_->config.address,
-                            [self = shared_from_this(), id = exchange_id_](error_code ec) {
-                              if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
-                              self->on_connected(ec);
-                            });
+  set_deadline(ep.timeouts.connect);
+  a->conn->socket.async_connect(worker->config.address, [self = shared_from_this(), a](error_code ec) {
+    if (a != self->attempt_) return;
+    self->on_connected(a, ec);
+  });
 }
 
-void Session::on_connected(error_code ec) {
+void Session::on_connected(const std::shared_ptr<Attempt>& a, error_code ec) {
   if (ec) {
     // Passive health: a failed fresh connect counts as a failed probe.
-    auto before = worker_->health.load(std::memory_order_relaxed);
-    auto after = endpoint_->record(*worker_, lb::ProbeResult::failed);
+    auto* worker = a->worker;
+    auto before = worker->health.load(std::memory_order_relaxed);
+    auto after = req_.endpoint->record(*worker, lb::ProbeResult::failed);
     if (after != before)
-      core::log::warn("worker state", {{"endpoint", endpoint_->config().id},
-                                       {"worker", worker_->address_text},
+      core::log::warn("worker state", {{"endpoint", req_.endpoint->config().id},
+                                       {"worker", worker->address_text},
                                        {"from", lb::to_string(before)},
                                        {"to", lb::to_string(after)},
                                        {"probe", "connect failed"}});
-    exchange_failed(Reason::worker_unavailable, true, true);
+    core::log::warn("worker connect failed",
+                    {{"worker", worker->address_text}, {"endpoint", req_.endpoint->config().id}});
+    attempt_failed(Reason::worker_unavailable);
     return;
   }
-  up_->socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  a->conn->socket.set_option(asio::ip::tcp::no_delay(true), ec);
   send_request_head();
 }
 
 void Session::send_request_head() {
+  auto& a = *attempt_;
   phase_ = Phase::exchange;
-  upstream_started_ = Clock::now();
-  const auto& head = req_->get();
-  out_.clear();
+  if (req_.upstream_started == Clock::time_point{}) req_.upstream_started = Clock::now();
+  const auto& head = parser_->get();
+  a.out.clear();
   http::UpstreamRequest u;
   u.method = sv(head.method_string());
-  u.rest = route_.rest;
-  u.worker_authority = worker_->config.authority;
-  u.client_host = head_.host;
+  u.rest = req_.route.rest;
+  u.worker_authority = a.worker->config.authority;
+  u.client_host = req_.head.host;
   u.proto = client_.is_tls() ? "https" : "http";
   u.peer_address = peer_ip_;
-  u.peer_trusted = peer_trusted_;
-  u.request_id = request_id_;
-  u.key_id = key_id_;
-  u.strip_authorization = config_->keys.strip_authorization;
-  u.chunked = req_framing_ == Framing::chunked;
-  if (req_framing_ == Framing::length) u.content_length = req_remaining_;
+  u.peer_trusted = req_.config->routing.is_trusted(peer_addr_);  // per request: reloads apply
+  u.request_id = req_.request_id();
+  u.key_id = req_.key_id;
+  u.strip_authorization = req_.config->keys.strip_authorization;
+  u.chunked = req_.framing == Framing::chunked;
+  if (req_.framing == Framing::length)
+    u.content_length = req_.remaining;
   else if (head.method() == bhttp::verb::post || head.method() == bhttp::verb::put ||
            head.method() == bhttp::verb::patch)
     u.content_length = 0;  // RFC 9110 §8.6: a body-carrying method states its empty body
-  http::build_upstream_request(head, u, out_);
-  set_deadline(endpoint_->config().timeouts.idle);
-  send_request_body();
+  http::build_upstream_request(head, u, a.out);
+  set_deadline(req_.endpoint->config().timeouts.idle);
+  pump_request();
   read_upstream_soon();  // a worker may answer before it has read the whole body
 }
 
-// Writes the next piece of the request: the head (in out_) if not yet sent,
-// then whatever body is available, in one gathered write.
-void Session::send_request_body() {
-  if (up_write_pending_ || req_sent_ || req_aborted_) return;
-  // Passed by value: the write operation keeps its own copy of the buffer
-  // list across partial writes (unused entries are empty).
-  std::array<asio::const_buffer, 2> bufs{};
-  std::size_t count = 0;
-  req_pending_consume_ = 0;
-  if (req_framing_ == Framing::length) {
-    auto k = static_cast<std::size_t>(std::min<std::uint64_t>(req_remaining_, in_.size()));
-    if (!out_.empty()) bufs[count++] = asio::buffer(out_);
-    if (k) bufs[count++] = asio::buffer(in_.data().data(), k);
-    req_pending_consume_ = k;
-  } else if (req_framing_ == Framing::chunked) {
-    // Decode what has arrived and re-frame it as one chunk.
-    if (!req_chunk_) req_chunk_ = std::make_unique<std::array<char, 16384>>();
-    error_code ec;
-    const std::size_t produced = decode_body(*req_, in_, *req_chunk_, ec);
-    if (ec) {
-      abort_exchange();
-      reply(Reason::bad_request, true);
-      return;
-    }
-    req_total_ += produced;
-    bytes_in_ = req_total_;
-    if (req_total_ > config_->limits.max_body_bytes) {
-      // SPEC §4 step 8: stop relaying, close the worker connection.
-      bool started = res_started_;
-      abort_exchange();
-      if (started)
-        close();
-      else
-        reply(Reason::payload_too_large, true);
-      return;
-    }
-    if (produced) {
-      append_hex(out_, produced);
-      out_.append(kCrlf);
-      out_.append(req_chunk_->data(), produced);
-      out_.append(kCrlf);
-    }
-    if (req_->is_done()) {
-      out_.append(kLastChunk);
-      req_final_chunk_sent_ = true;
-    }
-    if (!out_.empty()) bufs[count++] = asio::buffer(out_);
-  } else if (!out_.empty()) {
-    bufs[count++] = asio::buffer(out_);
-  }
-
-  if (count == 0) {
-    read_client();  // need more body from the client
+// SPEC §4 step 7: the one retry rule. Any request is retried when no byte of
+// it reached a worker; a GET, HEAD or OPTIONS also when a reused pooled
+// connection failed before any response byte. Never once a response byte
+// went to the client.
+void Session::attempt_failed(Reason reason) {
+  auto a = attempt_;
+  if (!a) return;
+  const bool body_touched = req_.bytes_in > 0 || req_.chunked.body_bytes() > 0;
+  const bool nothing_written = !a->write_issued;
+  const bool nothing_received = a->bytes_read == 0;
+  const bool connect_or_unwritten = nothing_written && reason == Reason::worker_unavailable;
+  const bool may_retry =
+      req_.attempts <= req_.endpoint->config().retries && !req_.response_started && !body_touched &&
+      (connect_or_unwritten ||
+       (a->reused && nothing_received && reason == Reason::worker_unavailable &&
+        retryable_method(parser_->get().method())));
+  req_.failed_worker = a->worker;
+  drop_attempt();
+  if (may_retry) {
+    acquire_worker();
     return;
   }
-  up_write_pending_ = true;
-  asio::async_write(up_->socket, bufs,
-                    [self = shared_from_this(), id = exchange_id_](error_code ec, std::size_t n) {
-                      if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
-                      self->on_request_written(ec, n);
-                    });
+  end_request(reason, req_.response_started ? End::worker_closed : End::complete);
+}
+
+// Abandons the current attempt: its worker slot is released, its
+// connection closed. Handlers still pending see it is not current.
+void Session::drop_attempt(bool recycle) {
+  if (!attempt_) return;
+  auto a = std::move(attempt_);
+  release_worker_slot(*a);
+  if (a->conn) {
+    error_code ignored;
+    a->conn->socket.close(ignored);
+    a->conn.reset();
+  }
+  // The read buffer goes back to the thread's spares only when no write to
+  // the client points into it (review H5); otherwise it dies with the last
+  // handler that holds the attempt.
+  if (recycle && !client_write_pending_) {
+    ctx_.return_buffer(std::move(a->in));
+    a->in = beast::flat_buffer();
+  }
+}
+
+// After the response was read whole and the request sent: the worker
+// connection goes back to the pool if the worker keeps it and sent nothing
+// beyond its answer (stray bytes would answer the next request: review L4).
+void Session::settle_connection(Attempt& a) {
+  if (!a.conn || !a.res_read_complete || !req_.body_sent) return;
+  const bool reusable = a.res_framing != Framing::until_eof && a.worker_keep_alive &&
+                        a.in.size() == a.pending_consume && !a.read_pending && !a.write_pending;
+  if (reusable) {
+    ++a.conn->exchanges;
+    const auto& pool = req_.endpoint->config().pool;
+    ctx_.give_back(a.worker, std::move(a.conn), pool.max_idle, pool.idle_timeout);
+  } else {
+    error_code ignored;
+    a.conn->socket.close(ignored);
+    a.conn.reset();
+  }
+}
+
+void Session::release_worker_slot(Attempt& a) {
+  if (!a.slot_held) return;
+  a.slot_held = false;
+  req_.endpoint->release(*a.worker);
+}
+
+// ---------------------------------------------------------------------------
+// Client → worker: the request body pump
+// ---------------------------------------------------------------------------
+
+// Writes the next piece of the request: the head (in out) if not yet sent,
+// then whatever body has arrived, in one gathered write. Then reads more.
+void Session::pump_request() {
+  auto a = attempt_;
+  if (!a || phase_ != Phase::exchange || a->write_pending || req_.body_sent || req_.body_aborted) return;
+  std::array<asio::const_buffer, 2> bufs{};  // by value into the write
+  std::size_t count = 0;
+  a->pending_consume = 0;
+  bool lock_in = false;
+  switch (req_.framing) {
+    case Framing::none:
+    case Framing::until_eof:
+      break;
+    case Framing::length: {
+      auto k = static_cast<std::size_t>(std::min<std::uint64_t>(req_.remaining, in_.size()));
+      if (k) {
+        bufs[count++] = asio::buffer(in_.data().data(), k);
+        a->pending_consume = k;
+        lock_in = true;
+        if (k == req_.remaining) req_.body_done = true;
+      }
+      break;
+    }
+    case Framing::chunked: {
+      // Decoded and re-framed as chunks of our own: the worker never sees
+      // the client's framing, extensions or trailers.
+      std::size_t produced = 0;
+      while (in_.size() && produced < kRelayChunkMax) {
+        auto r = req_.chunked.decode(data_of(in_));
+        if (r.status == http::ChunkedDecoder::Status::error) {
+          end_request(Reason::bad_request, End::complete);
+          return;
+        }
+        if (r.status == http::ChunkedDecoder::Status::data) {
+          append_hex(a->out, r.data.size());
+          a->out.append(kCrlf).append(r.data).append(kCrlf);
+          produced += r.data.size();
+        }
+        in_.consume(r.consumed);
+        if (r.status == http::ChunkedDecoder::Status::done) {
+          a->out.append(kLastChunk);
+          req_.body_done = true;
+          break;
+        }
+        if (r.status == http::ChunkedDecoder::Status::need_more) break;
+      }
+      req_.bytes_in = req_.chunked.body_bytes();
+      if (req_.chunked.body_bytes() > req_.config->limits.max_body_bytes) {
+        // SPEC §4 step 8: stop relaying, close the worker connection; 413 if
+        // no response has started (end_request makes it a cut otherwise).
+        end_request(Reason::payload_too_large, End::complete);
+        return;
+      }
+      break;
+    }
+  }
+  if (!a->out.empty()) {
+    bufs[count > 0 ? 1 : 0] = bufs[0];
+    bufs[0] = asio::buffer(a->out);
+    ++count;
+  }
+  if (count == 0) {
+    if (req_.body_done) {
+      req_.body_sent = true;
+      maybe_complete();
+    } else {
+      read_client();  // need more body from the client
+    }
+    return;
+  }
+  a->write_pending = true;
+  a->write_issued = true;
+  if (lock_in) ++in_writers_;
+  asio::async_write(a->conn->socket, bufs, [self = shared_from_this(), a, lock_in](error_code ec, std::size_t n) {
+    a->write_pending = false;
+    if (lock_in) --self->in_writers_;  // in_ may move again
+    if (a != self->attempt_ || self->phase_ == Phase::closed) {
+      // Abandoned: the bytes it was writing are of no further use. If they
+      // were client bytes, they still sit at the front of in_.
+      return;
+    }
+    self->on_request_written(ec, n);
+  });
 }
 
 void Session::on_request_written(error_code ec, std::size_t n) {
-  up_write_pending_ = false;
+  auto& a = *attempt_;
+  a.bytes_written += n;
   if (ec) {
-    if (res_head_done_) {
-      // The worker answered early and stopped reading: relay its answer;
-      // the rest of the client's body is discarded and the client closed.
-      req_aborted_ = true;
-      close_after_response_ = true;
-      if (response_waiting_) {
-        response_waiting_ = false;
-        on_response_head();
-      } else {
-        maybe_finish_exchange();
-      }
+    // The worker stopped reading: often because it answered early (a 413
+    // or 401 of its own) and closed. Its answer, if any, is relayed: the
+    // upstream read decides (review M1). The rest of the client's body is
+    // discarded and the client connection closed after the answer.
+    a.pending_consume = 0;
+    req_.body_aborted = true;
+    close_after_ = true;
+    if (a.head_done) {
+      maybe_complete();
       return;
     }
-    exchange_failed(Reason::worker_unavailable, false, !res_head_done_ && up_in_.size() == 0);
+    read_upstream();  // no-op if already pending; EOF without a head → 502
     return;
   }
-  (void)n;
-  out_.clear();
-  if (req_pending_consume_) {
-    bytes_in_ += req_pending_consume_;
-    in_.consume(req_pending_consume_);
-    req_remaining_ -= req_pending_consume_;
-    req_pending_consume_ = 0;
+  a.out.clear();
+  if (a.pending_consume) {
+    req_.bytes_in += a.pending_consume;
+    in_.consume(a.pending_consume);
+    req_.remaining -= a.pending_consume;
+    a.pending_consume = 0;
   }
-  bool done = req_framing_ == Framing::none || (req_framing_ == Framing::length && req_remaining_ == 0) ||
-              (req_framing_ == Framing::chunked && req_final_chunk_sent_);
-  if (!done) {
-    set_deadline(endpoint_->config().timeouts.idle);
-    if (response_waiting_) {
-      response_waiting_ = false;
-      on_response_head();  // early answer: relayed while the body still flows
-    }
-    if (phase_ == Phase::exchange && !req_sent_) send_request_body();
+  if (!req_.body_done) {
+    if (!a.head_done) set_deadline(req_.endpoint->config().timeouts.idle);
+    pump_request();
     return;
   }
-  req_sent_ = true;
-  if (!res_head_done_) set_deadline(endpoint_->config().timeouts.first_byte);
-  if (response_waiting_) {
-    response_waiting_ = false;
-    on_response_head();
-    return;
-  }
-  maybe_finish_exchange();
+  req_.body_sent = true;
+  if (!a.head_done) set_deadline(req_.endpoint->config().timeouts.first_byte);
+  maybe_complete();
 }
+
+// ---------------------------------------------------------------------------
+// Worker → client: the response relay
+// ---------------------------------------------------------------------------
 
 // As read_client_soon(): the worker needs a moment to answer.
 void Session::read_upstream_soon() {
-  if (up_read_pending_ || !up_) return;
-  up_read_pending_ = true;
-  asio::post(ctx_.io(), [self = shared_from_this(), id = exchange_id_] {
-    if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
-    self->up_read_pending_ = false;
+  auto a = attempt_;
+  if (!a || a->read_pending || !a->conn) return;
+  a->read_pending = true;
+  asio::post(ctx_.io(), [self = shared_from_this(), a] {
+    a->read_pending = false;
+    if (a != self->attempt_ || self->phase_ == Phase::closed) return;
     self->read_upstream();
   });
 }
 
 void Session::read_upstream() {
-  if (up_read_pending_ || !up_) return;
-  up_read_pending_ = true;
-  up_->socket.async_read_some(up_in_.prepare(kUpstreamReadSize),
-                              [self = shared_from_this(), id = exchange_id_](error_code ec, std::size_t n) {
-                                if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
-                                self->on_upstream_read(ec, n);
-                              });
+  auto a = attempt_;
+  if (!a || a->read_pending || !a->conn || a->res_read_complete) return;
+  a->read_pending = true;
+  a->conn->socket.async_read_some(a->in.prepare(kUpstreamReadSize),
+                                  [self = shared_from_this(), a](error_code ec, std::size_t n) {
+                                    a->read_pending = false;
+                                    if (a != self->attempt_ || self->phase_ == Phase::closed) return;
+                                    self->on_upstream_read(ec, n);
+                                  });
 }
 
 void Session::on_upstream_read(error_code ec, std::size_t n) {
-  up_read_pending_ = false;
+  auto& a = *attempt_;
   if (ec || n == 0) {
-    if (!res_head_done_) {
-      exchange_failed(Reason::worker_unavailable, false, up_in_.size() == 0 && !res_);
+    if (!a.head_done) {
+      attempt_failed(Reason::worker_unavailable);
       return;
     }
-    if (res_framing_ == Framing::until_eof) {
-      res_eof_ = true;
-      relay_response_body();
+    if (a.res_framing == Framing::until_eof) {
+      a.res_eof = true;
+      relay_response();
       return;
     }
-    // Cut short: the client can only learn it from a closed connection.
-    core::log::warn("worker closed mid-response", {{"request_id", request_id_}, {"worker", worker_->address_text}});
-    close();
+    // Cut short: the client can only learn it from a cut connection.
+    core::log::warn("worker closed mid-response",
+                    {{"request_id", req_.request_id()}, {"worker", a.worker->address_text}});
+    end_request(Reason::none, End::worker_closed);
     return;
   }
-  up_in_.commit(n);
-  if (res_head_done_) {
-    set_deadline(endpoint_->config().timeouts.idle);
-    relay_response_body();
-    return;
+  a.in.commit(n);
+  a.bytes_read += n;
+  if (!a.head_done) {
+    if (!parse_response_head()) return;
+  } else {
+    set_deadline(req_.endpoint->config().timeouts.idle);
   }
+  relay_response();
+}
+
+// Parses the response head from the attempt's buffer. Returns true when it
+// is complete and the relay may begin; otherwise it has read more, or ended
+// the attempt.
+bool Session::parse_response_head() {
+  auto& a = *attempt_;
   for (;;) {
-    if (!res_) {
-      res_.emplace();
-      res_->header_limit(kUpstreamHeaderLimit);
-      res_->body_limit(boost::none);  // streams may be endless
-      if (req_->get().method() == bhttp::verb::head) res_->skip(true);
+    if (!a.parser) {
+      a.parser.emplace();
+      a.parser->header_limit(kUpstreamHeaderLimit);
+      a.parser->body_limit(boost::none);  // streams may be endless
+      a.parser->eager(false);
+      if (req_.head_method) a.parser->skip(true);
     }
     error_code pec;
-    auto used = res_->put(up_in_.data(), pec);
-    up_in_.consume(used);
+    auto used = a.parser->put(a.in.data(), pec);
+    a.in.consume(used);
     if (pec == bhttp::error::need_more) {
       read_upstream();
-      return;
+      return false;
     }
     if (pec) {
-      exchange_failed(Reason::worker_unavailable, false, false);
-      return;
+      core::log::warn("bad response head", {{"request_id", req_.request_id()},
+                                            {"worker", a.worker->address_text},
+                                            {"error", pec.message()}});
+      attempt_failed(Reason::worker_unavailable);
+      return false;
     }
-    if (!res_->is_header_done()) {
+    if (!a.parser->is_header_done()) {
       read_upstream();
-      return;
+      return false;
     }
-    auto status = res_->get().result_int();
+    auto status = a.parser->get().result_int();
     if (status >= 100 && status < 200) {
       // Interim responses are not relayed (we never forward Expect or
-      // Upgrade); 101 would switch protocols we did not ask for.
+      // Upgrade); 101 would switch to a protocol we did not ask for.
       if (status == 101) {
-        exchange_failed(Reason::worker_unavailable, false, false);
-        return;
+        attempt_failed(Reason::worker_unavailable);
+        return false;
       }
-      res_.reset();
-      if (up_in_.size() == 0) {
+      a.parser.reset();
+      if (a.in.size() == 0) {
         read_upstream();
-        return;
+        return false;
       }
       continue;
     }
     break;
   }
-  if (up_write_pending_) {
-    // Usually the request write has completed and only its handler has not
-    // run yet: decide keep-alive once the request is known to be sent.
-    response_waiting_ = true;
-    return;
-  }
-  on_response_head();
-}
+  const auto& res = a.parser->get();
+  a.head_done = true;
+  req_.status = res.result_int();
+  set_deadline(req_.endpoint->config().timeouts.idle);
+  a.worker_keep_alive = res.keep_alive();
 
-void Session::on_response_head() {
-  res_head_done_ = true;
-  set_deadline(endpoint_->config().timeouts.idle);
-  const auto& res = res_->get();
-  const auto& req = req_->get();
-  status_ = res.result_int();
-  bool http10 = req.version() < 11;
-  bool no_body = req.method() == bhttp::verb::head || status_ == 204 || status_ == 304;
+  // Framing (RFC 9112 §6.3). A transfer coding other than a lone chunked
+  // cannot be re-framed without losing it (review B1): refused as a broken
+  // worker rather than relayed with its coding silently dropped.
+  bool other_coding = false;
+  for (const auto& f : res) {
+    if (f.name() == bhttp::field::transfer_encoding && !iequals(sv(f.value()), "chunked")) other_coding = true;
+  }
+  const bool no_body = req_.head_method || req_.status == 204 || req_.status == 304;
   if (no_body) {
-    res_framing_ = client_framing_ = Framing::none;
-  } else if (auto len = res_->content_length()) {
-    res_framing_ = client_framing_ = Framing::length;
-    res_remaining_ = *len;
+    a.res_framing = a.client_framing = Framing::none;
+  } else if (other_coding) {
+    core::log::warn("unsupported transfer-coding in response",
+                    {{"request_id", req_.request_id()}, {"worker", a.worker->address_text}});
+    attempt_failed(Reason::worker_unavailable);
+    return false;
+  } else if (a.parser->chunked()) {
+    a.res_framing = Framing::chunked;
+    a.res_chunked = http::ChunkedDecoder({kChunkLineLimit, kUpstreamHeaderLimit});
+    a.client_framing = req_.http10 ? Framing::until_eof : Framing::chunked;
+  } else if (auto len = a.parser->content_length()) {
+    a.res_framing = a.client_framing = Framing::length;
+    a.res_remaining = *len;
   } else {
-    res_framing_ = res_->chunked() ? Framing::chunked : Framing::until_eof;
-    client_framing_ = http10 ? Framing::until_eof : Framing::chunked;
+    a.res_framing = Framing::until_eof;
+    a.client_framing = req_.http10 ? Framing::until_eof : Framing::chunked;
   }
   // An early answer (request body still flowing) keeps the connection: the
   // body is relayed to its end before the next request is read.
-  bool keep_alive = req.keep_alive() && !close_after_response_ && !client_eof_ &&
-                    client_framing_ != Framing::until_eof &&
-                    !ctx_.shared().draining.load(std::memory_order_relaxed);
-  if (!keep_alive) close_after_response_ = true;
+  const bool keep_alive = req_.keep_alive && !close_after_ && !client_eof_ &&
+                          a.client_framing != Framing::until_eof &&
+                          !ctx_.shared().draining.load(std::memory_order_relaxed);
+  if (!keep_alive) close_after_ = true;
 
   http::DownstreamResponse d;
-  d.request_id = request_id_;
-  d.head_request = req.method() == bhttp::verb::head;
-  d.chunked = client_framing_ == Framing::chunked;
-  if (client_framing_ == Framing::length) d.content_length = res_remaining_;
+  d.request_id = req_.request_id();
+  d.head_request = req_.head_method;
+  d.chunked = a.client_framing == Framing::chunked;
+  if (a.client_framing == Framing::length) d.content_length = a.res_remaining;
   d.keep_alive = keep_alive;
-  d.http10_client = http10;
-  d.extra_headers = rate_headers_;
+  d.http10_client = req_.http10;
+  d.extra_headers = req_.rate_headers;
   client_out_.clear();
   http::build_downstream_response(res, d, client_out_);
-  res_started_ = true;
-  relay_response_body();
+  return true;
 }
 
 // One gathered write to the client: the head if not yet sent, then the body
-// bytes available, framed as the client expects.
-void Session::relay_response_body() {
-  if (client_write_pending_) return;
-  std::array<asio::const_buffer, 3> bufs{};  // by value into the write, as above
+// bytes available, framed as the client expects. The next read from the
+// worker is issued only once this write is done (back-pressure).
+void Session::relay_response() {
+  auto a = attempt_;
+  if (!a || client_write_pending_) return;
+  std::array<asio::const_buffer, 3> bufs{};  // by value into the write
   std::size_t count = 0;
   bool complete = false;
-  res_pending_consume_ = 0;
-  std::string_view suffix;
+  a->pending_consume = 0;
+  const bool chunked_out = a->client_framing == Framing::chunked;
+  std::string_view data;    // zero-copy: a view into a->in
+  std::string_view suffix;  // chunk end and/or last chunk
 
-  auto add_data = [&](const void* p, std::size_t k) {
-    if (client_framing_ == Framing::chunked && k) {
-      append_hex(client_out_, k);
-      client_out_.append(kCrlf);
-    }
-    if (!client_out_.empty()) bufs[count++] = asio::buffer(client_out_);
-    if (k) bufs[count++] = asio::buffer(p, k);
-    if (client_framing_ == Framing::chunked && k) suffix = kCrlf;
-  };
-
-  switch (res_framing_) {
+  switch (a->res_framing) {
     case Framing::none:
-      add_data(nullptr, 0);
       complete = true;
       break;
     case Framing::length: {
-      auto k = static_cast<std::size_t>(std::min<std::uint64_t>(res_remaining_, up_in_.size()));
-      add_data(up_in_.data().data(), k);
-      res_pending_consume_ = k;
-      complete = res_remaining_ == k;
+      auto k = static_cast<std::size_t>(std::min<std::uint64_t>(a->res_remaining, a->in.size()));
+      data = data_of(a->in).substr(0, k);
+      complete = a->res_remaining == k;
       break;
     }
-    case Framing::until_eof: {
-      auto k = up_in_.size();
-      add_data(up_in_.data().data(), k);
-      res_pending_consume_ = k;
-      complete = res_eof_;
+    case Framing::until_eof:
+      data = data_of(a->in);
+      complete = a->res_eof;
       break;
-    }
     case Framing::chunked: {
-      if (!res_chunk_) res_chunk_ = std::make_unique<std::array<char, 16384>>();
-      error_code ec;
-      const std::size_t produced = decode_body(*res_, up_in_, *res_chunk_, ec);
-      if (ec) {
-        core::log::warn("bad chunked response", {{"request_id", request_id_}, {"worker", worker_->address_text}});
-        close();
-        return;
+      // Decoded and re-framed (copied): chunk boundaries are ours.
+      std::size_t produced = 0;
+      while (a->in.size() && produced < kRelayChunkMax) {
+        auto r = a->res_chunked.decode(data_of(a->in));
+        if (r.status == http::ChunkedDecoder::Status::error) {
+          core::log::warn("bad chunked response",
+                          {{"request_id", req_.request_id()}, {"worker", a->worker->address_text}});
+          if (req_.response_started)
+            end_request(Reason::none, End::worker_closed);
+          else
+            attempt_failed(Reason::worker_unavailable);
+          return;
+        }
+        if (r.status == http::ChunkedDecoder::Status::data && !r.data.empty()) {
+          if (chunked_out) {
+            append_hex(client_out_, r.data.size());
+            client_out_.append(kCrlf).append(r.data).append(kCrlf);
+          } else {
+            client_out_.append(r.data);
+          }
+          produced += r.data.size();
+        }
+        a->in.consume(r.consumed);
+        if (r.status != http::ChunkedDecoder::Status::data) break;
       }
-      add_data(res_chunk_->data(), produced);
-      complete = res_->is_done();
+      complete = a->res_chunked.done();
+      if (complete && chunked_out) client_out_.append(kLastChunk);
       break;
     }
   }
-  if (complete && client_framing_ == Framing::chunked)
-    suffix = suffix.empty() ? kLastChunk : kCrlfLastChunk;
+  if (!data.empty()) {
+    a->pending_consume = data.size();
+    if (chunked_out) {
+      append_hex(client_out_, data.size());
+      client_out_.append(kCrlf);
+      suffix = complete ? "\r\n0\r\n\r\n" : kCrlf;
+    }
+  } else if (complete && chunked_out && a->res_framing != Framing::chunked) {
+    suffix = kLastChunk;
+  }
+  if (!client_out_.empty()) bufs[count++] = asio::buffer(client_out_);
+  if (!data.empty()) bufs[count++] = asio::buffer(data.data(), data.size());
   if (!suffix.empty()) bufs[count++] = asio::buffer(suffix.data(), suffix.size());
+  if (complete) {
+    a->res_read_complete = true;
+    // The worker is done: its slot and the key's concurrency slot go back
+    // now, before the last bytes are handed to the socket, so the client's
+    // next request can never find them taken (issue 8 (a), (c)).
+    if (req_.body_sent || req_.body_aborted) release_worker_slot(*a);
+    release_key_slot();
+    settle_connection(*a);
+  }
   if (count == 0) {
-    if (complete) {  // until_eof: the worker closed and everything was relayed
-      res_done_ = true;
-      maybe_finish_exchange();
+    if (complete) {
+      req_.response_done = true;
+      maybe_complete();
     } else {
       read_upstream();
     }
     return;
   }
-  res_complete_after_write_ = complete;
+  req_.response_started = true;
   client_write_pending_ = true;
-  asio::async_write(client_, bufs,
-                    [self = shared_from_this(), id = exchange_id_](error_code ec, std::size_t n) {
-                      self->client_write_pending_ = false;
-                      if (id != self->exchange_id_ || self->phase_ == Phase::closed) return;
-                      self->on_response_written(ec, n);
-                    });
+  asio::async_write(client_, bufs, [self = shared_from_this(), a, complete](error_code ec, std::size_t n) {
+    self->client_write_pending_ = false;
+    if (self->phase_ == Phase::closed) return;
+    self->req_.bytes_out += n;
+    if (a != self->attempt_) return;
+    self->on_response_written(ec, n, complete);
+  });
 }
 
-void Session::on_response_written(error_code ec, std::size_t n) {
+void Session::on_response_written(error_code ec, std::size_t, bool complete) {
+  auto& a = *attempt_;
   if (ec) {
-    close();  // the client went away: cancels the upstream exchange
+    end_request(Reason::none, End::client_closed);  // cancels the upstream side
     return;
   }
-  bytes_out_ += n;
   client_out_.clear();
-  if (res_pending_consume_) {
-    up_in_.consume(res_pending_consume_);
-    if (res_framing_ == Framing::length) res_remaining_ -= res_pending_consume_;
-    res_pending_consume_ = 0;
+  if (a.pending_consume) {
+    a.in.consume(a.pending_consume);
+    if (a.res_framing == Framing::length) a.res_remaining -= a.pending_consume;
+    a.pending_consume = 0;
   }
-  if (res_complete_after_write_) {
-    res_done_ = true;
-    maybe_finish_exchange();
+  if (complete) {
+    req_.response_done = true;
+    maybe_complete();
     return;
   }
-  set_deadline(endpoint_->config().timeouts.idle);
-  if (up_in_.size() && (res_framing_ != Framing::chunked || !res_->is_done()))
-    relay_response_body();
+  set_deadline(req_.endpoint->config().timeouts.idle);
+  if (a.in.size())
+    relay_response();
   else
     read_upstream();
 }
 
-// ---------------------------------------------------------------------------
-// Phase 7: worker failures and retries (SPEC §4 step 7)
-// ---------------------------------------------------------------------------
-
-void Session::exchange_failed(Reason reason, bool connect_failure, bool nothing_received) {
-  bool body_touched = bytes_in_ > 0 || req_total_ > 0;
-  bool may_retry = attempts_ <= endpoint_->config().retries && !res_started_ && !body_touched &&
-                   (connect_failure ||
-                    (up_reused_ && nothing_received && retryable_method(req_->get().method())));
-  if (connect_failure)
-    core::log::warn("worker connect failed", {{"worker", worker_->address_text}, {"endpoint", endpoint_->config().id}});
-  bool started = res_started_;
-  failed_worker_ = worker_;
-  abort_exchange();
-  if (may_retry) {
-    start_exchange();
-    return;
-  }
-  if (started) {
-    close();
-    return;
-  }
-  reply(reason, req_framing_ != Framing::none);
-}
-
-void Session::abort_exchange() {
-  if (!exchange_active_) return;
-  release_upstream(false);
-}
-
-void Session::release_upstream(bool reusable) {
-  ++exchange_id_;  // late completions of this exchange are ignored
-  exchange_active_ = false;
-  if (worker_) endpoint_->release(*worker_);
-  if (up_) {
-    if (reusable) {
-      ++up_->exchanges;
-      const auto& pool = endpoint_->config().pool;
-      ctx_.give_back(worker_, std::move(up_), pool.max_idle, pool.idle_timeout);
-    } else {
-      error_code ignored;
-      up_->socket.close(ignored);
-      up_.reset();
-    }
-  }
-  ctx_.return_buffer(std::move(up_in_));
-  up_in_ = beast::flat_buffer();
-}
-
-void Session::maybe_finish_exchange() {
-  if (!res_done_ || client_write_pending_) return;
-  if (!req_sent_) {
-    if (!req_aborted_) return;  // the body is still being relayed; finish after it
+// The exchange is over once the whole response went to the client and the
+// request body was sent (or refused by the worker).
+void Session::maybe_complete() {
+  auto a = attempt_;
+  if (!a || !req_.response_done || client_write_pending_) return;
+  if (!req_.body_sent && !req_.body_aborted) return;  // the body is still being relayed
+  if (a->write_pending) return;
+  if (req_.body_aborted) {
     // The worker stopped reading our body: its connection cannot be reused,
     // and the client's unread body means we close after discarding at most
     // kDrainLimit of it.
-    release_upstream(false);
-    finish_request();
-    drain_body();
-    return;
+    close_after_ = true;
   }
-  if (up_write_pending_) return;
-  bool reusable = res_framing_ != Framing::until_eof && res_->get().keep_alive() && up_in_.size() == 0 &&
-                  !up_read_pending_;
-  release_upstream(reusable);
-  finish_request();
+  settle_connection(*a);  // pooled if the body finished after the response
+  drop_attempt();  // releases the slot if still held; closes a connection not pooled
+  log_and_count();
   next_request();
 }
 
 // ---------------------------------------------------------------------------
-// Local replies
+// The end of a request
 // ---------------------------------------------------------------------------
+
+void Session::release_key_slot() {
+  if (req_.key_slot) {
+    req_.key_slot->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    req_.key_slot = nullptr;
+  }
+}
+
+// The one way a request ends early (D3): the upstream side is stopped, the
+// worker and key slots released once; then either a local reply (when no
+// response byte has gone) or a cut of the connection, logged once.
+void Session::end_request(Reason reason, End end, std::string_view extra_headers) {
+  if (phase_ == Phase::closed) return;
+  if (!req_.active) {  // between requests: nothing to end but the connection
+    close();
+    return;
+  }
+  leave_queue();
+  drop_attempt();
+  release_key_slot();
+  if (reason != Reason::none && !req_.response_started && !client_write_pending_ && !client_eof_ &&
+      end == End::complete) {
+    // A body not read to its end forbids keep-alive (SPEC §4 step 1).
+    reply(reason, !req_.body_done, extra_headers);
+    return;
+  }
+  // A reply can no longer be sent: cut the connection (Envoy's local reply
+  // after the response started becomes a reset). The log says why: the
+  // reply's code, or how it ended.
+  req_.error = reason;
+  if (end == End::complete && client_eof_) end = End::client_closed;
+  if (end == End::complete && reason == Reason::none) end = End::worker_closed;
+  req_.end = end;
+  if (!req_.response_started) req_.status = end != End::complete ? cut_status(end) : core::info(reason).status;
+  log_and_count();
+  close();
+}
 
 void Session::reply(Reason reason, bool close_after, std::string_view extra_headers) {
   if (phase_ == Phase::closed) return;
-  const auto& info = core::info(reason);
-  error_ = reason;
-  status_ = info.status;
-  if (request_id_.empty()) {
-    ctx_.make_request_id(request_id_buf_);
-    request_id_ = {request_id_buf_, 32};
+  if (client_write_pending_) {  // cannot happen by construction; never interleave writes
+    close();
+    return;
   }
-  // A request body we did not read forbids keep-alive (SPEC §4 step 1).
-  bool body_unread = req_framing_ != Framing::none && !req_sent_;
-  if (body_unread) close_after = true;
-  bool keep_alive = !close_after && req_ && req_->is_header_done() && req_->get().keep_alive() &&
-                    !ctx_.shared().draining.load(std::memory_order_relaxed);
-  if (!keep_alive) close_after_response_ = true;
+  req_.active = true;
+  const auto& info = core::info(reason);
+  req_.error = reason;
+  req_.status = info.status;
+  if (req_.request_id_size == 0) {
+    ctx_.make_request_id(req_.request_id_buf);
+    req_.request_id_size = 32;
+  }
+  if (!req_.body_done && req_.framing == Framing::length && in_writers_ == 0 && in_.size() >= req_.remaining) {
+    in_.consume(static_cast<std::size_t>(req_.remaining));  // all here already: the connection can go on
+    req_.remaining = 0;
+    req_.body_done = true;
+  }
+  if (!req_.body_done) close_after = true;  // SPEC §4 step 1: unread body
+  const bool head_known = parser_ && parser_->is_header_done();
+  const bool keep_alive = !close_after && head_known && req_.keep_alive && !client_eof_ &&
+                          !ctx_.shared().draining.load(std::memory_order_relaxed);
+  if (!keep_alive) close_after_ = true;
+  release_key_slot();
   client_out_.clear();
-  http::build_local_reply(reason, request_id_, keep_alive, client_out_, extra_headers);
+  http::LocalReplyOptions options;
+  options.head_request = head_known && req_.head_method;
+  options.http10_client = head_known && req_.http10;
+  http::build_local_reply(reason, req_.request_id(), keep_alive, client_out_, extra_headers, options);
   phase_ = Phase::reply;
   set_deadline(ctx_.runtime()->config->limits.idle_timeout);
   client_write_pending_ = true;
-  asio::async_write(client_, asio::buffer(client_out_),
-                    [self = shared_from_this()](error_code ec, std::size_t n) {
-                      self->client_write_pending_ = false;
-                      if (self->phase_ == Phase::closed) return;
-                      self->bytes_out_ += n;
-                      self->on_reply_written(ec);
-                    });
+  req_.response_started = true;
+  asio::async_write(client_, asio::buffer(client_out_), [self = shared_from_this()](error_code ec, std::size_t n) {
+    self->client_write_pending_ = false;
+    if (self->phase_ == Phase::closed) return;
+    self->on_reply_written(ec, n);
+  });
 }
 
-void Session::on_reply_written(error_code ec) {
+void Session::on_reply_written(error_code ec, std::size_t n) {
+  req_.bytes_out += n;
   if (ec) {
+    req_.end = End::client_closed;
+    log_and_count();
     close();
     return;
   }
-  finish_request();
-  if (close_after_response_ || client_eof_)
-    drain_body();
-  else
-    next_request();
+  log_and_count();
+  next_request();
 }
 
-// Graceful close: stop sending, then read and discard what the client still
-// sends (at most kDrainLimit, for at most kLingerTime) so that our reply is
-// not destroyed by a TCP reset, then close.
-void Session::drain_body() {
-  if (phase_ != Phase::drain) {
-    phase_ = Phase::drain;
-    deadline_ = Clock::now() + kLingerTime;
-    error_code ignored;
-    client_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-  }
-  drained_ += in_.size();
-  in_.consume(in_.size());
-  if (drained_ >= kDrainLimit || client_eof_) {
-    close();
-    return;
-  }
-  read_client();
-}
-
-// ---------------------------------------------------------------------------
-// Finish: access log, then the next request on this connection
-// ---------------------------------------------------------------------------
-
-void Session::finish_request() {
-  release_key_slot();
+void Session::log_and_count() {
+  if (req_.logged) return;
+  req_.logged = true;
   const auto now = Clock::now();
-  ctx_.metrics().record(endpoint_ ? std::string_view(route_.endpoint) : std::string_view(), status_,
-                        now - (started_ == Clock::time_point{} ? now : started_));
+  const bool routed = req_.endpoint != nullptr;
+  ctx_.metrics().record(routed ? std::string_view(req_.route.endpoint) : std::string_view(), req_.status,
+                        now - (req_.started == Clock::time_point{} ? now : req_.started));
   log_access();
 }
 
 void Session::log_access() {
-  const auto& config = config_ ? *config_ : *ctx_.runtime()->config;
+  const auto& config = req_.config ? *req_.config : *ctx_.runtime()->config;
   if (!config.log.access) return;
   using namespace std::string_view_literals;
   using core::log::write_json_string;
   using core::log::write_raw;
   using core::log::write_uint;
   auto now = Clock::now();
-  bool have_head = req_ && req_->is_header_done();
-  auto method = have_head ? sv(req_->get().method_string()) : "-"sv;
+  const bool have_head = parser_ && parser_->is_header_done();
+  auto method = have_head ? sv(parser_->get().method_string()) : "-"sv;
   // The query string may carry secrets: only the path is logged.
-  auto path = have_head ? (head_.target.empty() ? sv(req_->get().target()) : head_.target) : "-"sv;
+  auto path = have_head ? (req_.head.target.empty() ? sv(parser_->get().target()) : req_.head.target) : "-"sv;
   path = path.substr(0, path.find('?'));
-  std::string_view worker = worker_ ? std::string_view(worker_->address_text) : std::string_view();
-  auto error = error_ == Reason::none ? std::string_view() : core::info(error_).code;
+  std::string_view worker = req_.worker ? std::string_view(req_.worker->address_text) : std::string_view();
+  auto error = req_.end != End::complete ? to_string(req_.end)
+               : req_.error == Reason::none ? std::string_view()
+                                            : core::info(req_.error).code;
   auto ms = [](Clock::duration d) {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
   };
+  const auto request_id = req_.request_id();
 
   auto& buf = ctx_.access_log_buffer();
-  const std::size_t variable =
-      request_id_.size() + key_id_.size() + route_.endpoint.size() + worker.size() + method.size() + path.size() + error.size();
+  const std::size_t variable = request_id.size() + req_.key_id.size() + req_.route.endpoint.size() +
+                               worker.size() + method.size() + path.size() + error.size();
   char* p = buf.reserve(384 + 6 * variable);
-  auto string_or_null = [&p](std::string_view s) {
-    p = s.empty() ? write_raw(p, "null"sv) : write_json_string(p, s);
-  };
-  // Strings that cannot hold a character JSON must escape (key ids, worker
-  // addresses, method tokens, error codes) skip the escaping loop.
-  auto safe_or_null = [&p](std::string_view s) {
-    if (s.empty()) {
-      p = write_raw(p, "null"sv);
-      return;
-    }
-    *p++ = '"';
-    p = write_raw(p, s);
-    *p++ = '"';
-  };
+  auto string_or_null = [&p](std::string_view s) { p = s.empty() ? write_raw(p, "null"sv) : write_json_string(p, s); };
   p = write_raw(p, "{\"ts\":\""sv);
   p = core::log::write_timestamp(p);
   p = write_raw(p, "\",\"request_id\":"sv);
-  p = write_json_string(p, request_id_);  // may be the client's
+  p = write_json_string(p, request_id);  // may be the client's
   p = write_raw(p, ",\"key_id\":"sv);
-  safe_or_null(key_id_);
+  string_or_null(req_.key_id);
   p = write_raw(p, ",\"endpoint\":"sv);
-  string_or_null(route_.endpoint);
+  string_or_null(req_.route.endpoint);
   p = write_raw(p, ",\"worker\":"sv);
-  safe_or_null(worker);
+  string_or_null(worker);
   p = write_raw(p, ",\"method\":"sv);
-  safe_or_null(method);
+  string_or_null(method);
   p = write_raw(p, ",\"path\":"sv);
   p = write_json_string(p, path);
   p = write_raw(p, ",\"status\":"sv);
-  p = write_uint(p, status_);
+  p = write_uint(p, req_.status);
   p = write_raw(p, ",\"error\":"sv);
-  safe_or_null(error);
+  string_or_null(error);
   p = write_raw(p, ",\"bytes_in\":"sv);
-  p = write_uint(p, bytes_in_);
+  p = write_uint(p, req_.bytes_in);
   p = write_raw(p, ",\"bytes_out\":"sv);
-  p = write_uint(p, bytes_out_);
+  p = write_uint(p, req_.bytes_out);
   p = write_raw(p, ",\"duration_ms\":"sv);
-  p = write_uint(p, ms(now - (started_ == Clock::time_point{} ? now : started_)));
+  p = write_uint(p, ms(now - (req_.started == Clock::time_point{} ? now : req_.started)));
   p = write_raw(p, ",\"upstream_ms\":"sv);
-  p = upstream_started_ == Clock::time_point{} ? write_raw(p, "null"sv) : write_uint(p, ms(now - upstream_started_));
+  p = req_.upstream_started == Clock::time_point{} ? write_raw(p, "null"sv)
+                                                   : write_uint(p, ms(now - req_.upstream_started));
   p = write_raw(p, "}\n"sv);
   buf.commit(p);
   ctx_.access_log_appended();
 }
 
 void Session::next_request() {
-  if (close_after_response_ || client_eof_) {
-    drain_body();
+  if (close_after_ || client_eof_ || !req_.body_done) {
+    req_.active = false;
+    linger();
     return;
   }
-  // Fresh per-request state; a fresh parser per message.
-  runtime_.reset();
-  endpoint_ = nullptr;
-  worker_ = failed_worker_ = nullptr;
-  key_id_.clear();
-  rate_headers_.clear();
-  request_id_ = {};
-  route_ = {};
-  head_ = {};
-  error_ = Reason::none;
-  status_ = 0;
-  started_ = upstream_started_ = {};
-  bytes_in_ = bytes_out_ = 0;
-  attempts_ = 0;
-  req_framing_ = res_framing_ = client_framing_ = Framing::none;
-  req_remaining_ = res_remaining_ = req_total_ = 0;
-  reset_exchange();
-  const auto& config = *ctx_.runtime()->config;
-  config_ = nullptr;
-  fresh_parser(config);
+  req_ = Request{};  // fresh per-request state, whole
+  fresh_parser();
   phase_ = Phase::idle;
-  set_deadline(config.limits.idle_timeout);
+  set_deadline(ctx_.runtime()->config->limits.idle_timeout);
+  if (ctx_.shared().draining.load(std::memory_order_relaxed)) {
+    linger();
+    return;
+  }
   if (in_.size()) {
-    on_head_bytes();  // pipelined request already here
+    on_head_bytes();  // a pipelined request is already here
     return;
   }
   if (in_.capacity() > 2 * kReadSize && !client_read_pending_) in_.shrink_to_fit();

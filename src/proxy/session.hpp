@@ -1,18 +1,30 @@
 #pragma once
-// One client connection on a proxy listener, and the upstream exchange it
-// drives. Lives on one thread (its ThreadContext); never touched by others.
+// One client connection on a proxy listener (SPEC §4), shaped after Envoy's
+// ActiveStream / UpstreamRequest and Pingora's proxy_h1:
+//   - Session: the client connection (socket, read buffer, keep-alive,
+//     drain, graceful close). It owns the current request.
+//   - Request: the per-request value, reset whole between requests.
+//   - Attempt: one try at a worker (its connection, its read buffer, the
+//     response parser and framing). A retry is a new Attempt; handlers of
+//     an old one find it is no longer current and do nothing.
+//   - Two body pumps: client → worker (pump_request) and worker → client
+//     (relay_response), each strictly "read, then write, then read".
+//   - end_request(): the one way a request ends early. It turns a local
+//     reply into a cut once response bytes have gone, releases the worker
+//     and key slots exactly once, and logs and counts exactly once.
+// Lives on one thread (its ThreadContext); never touched by others.
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 
-#include <array>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "frontdoor/auth/key.hpp"
 #include "frontdoor/core/reason.hpp"
+#include "frontdoor/http/body_decoder.hpp"
 #include "frontdoor/http/message.hpp"
 #include "frontdoor/http/route.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
@@ -24,6 +36,13 @@ struct ListenerInfo {
   std::shared_ptr<TlsContextSlot> tls;  // nullptr: plain HTTP
 };
 
+// How a body is delimited in one direction.
+enum class Framing : std::uint8_t { none, length, chunked, until_eof };
+
+// Why a request ended without its response completing (SPEC §6 `error`).
+enum class End : std::uint8_t { complete, client_closed, worker_closed, idle_timeout, shutdown, revoked };
+std::string_view to_string(End e) noexcept;
+
 class Session final : public std::enable_shared_from_this<Session>, public Sweepable {
  public:
   Session(ThreadContext& ctx, boost::asio::ip::tcp::socket socket, const ListenerInfo& listener);
@@ -32,150 +51,176 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   Session& operator=(const Session&) = delete;
 
   void start();
+  // Entry points that are not completion handlers: each holds the session
+  // alive for its whole run (nothing is destroyed inside its own call).
   void on_sweep(Clock::time_point now) override;
   void on_drain() override;
 
  private:
   using error_code = boost::system::error_code;
-  using RequestParser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
-  using ResponseParser = boost::beast::http::response_parser<boost::beast::http::buffer_body>;
+  using RequestParser = boost::beast::http::request_parser<boost::beast::http::empty_body>;
+  using ResponseParser = boost::beast::http::response_parser<boost::beast::http::empty_body>;
 
-  // What the session waits for; decides what an expired deadline means.
+  // What the connection waits for; decides what an expired deadline means.
   enum class Phase : std::uint8_t {
-    first_head,   // new connection, head not complete: header_timeout → 408
-    idle,         // kept alive between requests: idle_timeout → close
-    head,         // head started: header_timeout → 408
-    continue_100, // writing "100 Continue"
-    queued,       // waiting for a worker slot: queue.timeout → 503
-    connecting,   // connect to a worker: timeouts.connect → retry or 502
-    exchange,     // request sent and/or response relayed
-    reply,        // writing a local reply
-    drain,        // discarding an unread body before closing
+    first_head,    // new connection, head not complete: header_timeout → 408
+    idle,          // kept alive between requests: idle_timeout → close
+    head,          // head started: header_timeout → 408
+    continue_100,  // writing "100 Continue"
+    queued,        // waiting for a worker slot: queue.timeout → 503
+    connecting,    // connect to a worker: timeouts.connect → retry or 502
+    exchange,      // request sent and/or response relayed
+    reply,         // writing a local reply
+    linger,        // graceful close: discarding unread input, or TLS close_notify
     closed,
   };
-  // How a body is relayed in one direction.
-  enum class Framing : std::uint8_t { none, length, chunked, until_eof };
+
+  // One try at a worker. Handlers capture it: its buffers stay valid for a
+  // pending operation even after the session moved on to another attempt.
+  struct Attempt {
+    lb::WorkerState* worker = nullptr;
+    bool slot_held = true;  // the worker's in-flight slot, released once
+    std::unique_ptr<UpstreamConn> conn;
+    bool reused = false;
+    boost::beast::flat_buffer in;  // bytes from the worker
+    std::string out;               // request head or chunk framing for the worker
+    std::optional<ResponseParser> parser;
+    std::uint64_t bytes_written = 0;  // request bytes the worker accepted
+    std::uint64_t bytes_read = 0;     // response bytes received
+    std::size_t pending_consume = 0;  // client bytes in the pending write
+    bool write_issued = false;   // a byte of the request may have reached the worker
+    bool write_pending = false;
+    bool read_pending = false;
+    bool head_done = false;          // the response head is known
+    Framing res_framing = Framing::none;
+    Framing client_framing = Framing::none;
+    std::uint64_t res_remaining = 0;  // Framing::length
+    http::ChunkedDecoder res_chunked;
+    bool res_eof = false;            // the worker closed (until_eof framing)
+    bool res_read_complete = false;  // every response byte has been read
+    bool worker_keep_alive = false;
+  };
+
+  // Everything that belongs to one request on the connection; replaced
+  // whole by the next one.
+  struct Request {
+    Clock::time_point started{};
+    Clock::time_point upstream_started{};
+    std::shared_ptr<const lb::Runtime> runtime;
+    const config::Config* config = nullptr;
+    lb::EndpointState* endpoint = nullptr;
+    lb::WorkerState* worker = nullptr;  // the last one tried, for the log
+    const lb::WorkerState* failed_worker = nullptr;
+    http::HeadCheck head;
+    http::Route route;
+    std::string key_id;
+    char request_id_buf[128];
+    std::size_t request_id_size = 0;
+    std::string rate_headers;  // RateLimit-* (and Retry-After) for keys with a rate_limit
+    core::Reason error = core::Reason::none;
+    End end = End::complete;
+    unsigned status = 0;
+    std::uint64_t bytes_in = 0;   // request body bytes relayed
+    std::uint64_t bytes_out = 0;  // response bytes written to the client
+    unsigned attempts = 0;
+    std::shared_ptr<lb::Waiter> waiter;  // while queued for a worker
+    auth::KeyRuntime* key_slot = nullptr;  // rate_limit.max_concurrent, released once
+    // Request body, client → worker.
+    Framing framing = Framing::none;
+    std::uint64_t remaining = 0;  // Framing::length
+    http::ChunkedDecoder chunked;
+    bool body_done = false;       // every body byte was read from the client
+    bool body_sent = false;       // ... and written to the worker
+    bool body_aborted = false;    // the worker stopped reading it
+    bool response_started = false;  // response bytes were handed to the client
+    bool response_done = false;     // the whole response was written
+    bool logged = false;
+    bool active = false;  // between its head and its end
+    bool head_method = false;
+    bool http10 = false;
+    bool keep_alive = true;
+
+    std::string_view request_id() const noexcept { return {request_id_buf, request_id_size}; }
+  };
 
   // connection
-  void read_client();
-  void fresh_parser(const config::Config& config);
-  void reset_exchange();
   void on_handshake(error_code ec);
+  void read_client();
   void read_client_soon();
+  void watch_client();
   void on_client_read(error_code ec, std::size_t n);
-  void close();
+  void on_client_gone();
+  void close();    // hard: no close_notify (a cut stream, an error)
+  void linger();   // graceful: close_notify or a bounded discard, then close
   void set_deadline(Clock::duration d) { deadline_ = Clock::now() + d; }
+  void fresh_parser();
 
-  // pipeline (session.cpp, in this order)
+  // pipeline, in order
   void on_head_bytes();
   void on_request_head(std::size_t head_size);
   core::Reason authenticate_and_route();
   core::Reason rate_limit(const auth::Key& key, auth::KeyRuntime& rt);
-  void release_key_slot();
   void begin_proxy();
 
-  // local replies
-  void reply(core::Reason reason, bool close_after = false, std::string_view extra_headers = {});
-  void on_reply_written(error_code ec);
-  void drain_body();
-
-  // upstream exchange
-  void start_exchange();
+  // worker admission and attempts
+  void acquire_worker();
   void on_granted(lb::WorkerState* worker);
-  void assign_worker(lb::WorkerState* worker);
-  void connect_worker();
-  void on_connected(error_code ec);
+  void leave_queue();
+  void start_attempt(lb::WorkerState* worker);
+  void on_connected(const std::shared_ptr<Attempt>& a, error_code ec);
   void send_request_head();
-  void send_request_body();
+  void attempt_failed(core::Reason reason);
+  void drop_attempt(bool recycle = true);
+  void release_worker_slot(Attempt& a);
+  void settle_connection(Attempt& a);
+
+  // client → worker
+  void pump_request();
   void on_request_written(error_code ec, std::size_t n);
+
+  // worker → client
   void read_upstream();
   void read_upstream_soon();
   void on_upstream_read(error_code ec, std::size_t n);
-  void on_response_head();
-  void relay_response_body();
-  void on_response_written(error_code ec, std::size_t n);
-  // A failure of the exchange; `connect_failure` and `nothing_received`
-  // decide with the retry rule of SPEC §4 step 7 whether to try again.
-  void exchange_failed(core::Reason reason, bool connect_failure, bool nothing_received);
-  void abort_exchange();
-  void maybe_finish_exchange();
-  void release_upstream(bool reusable);
+  bool parse_response_head();
+  void relay_response();
+  void on_response_written(error_code ec, std::size_t n, bool complete);
+  void maybe_complete();
 
-  // end of a request
-  void finish_request();
+  // the end of a request
+  void release_key_slot();
+  void end_request(core::Reason reason, End end, std::string_view extra_headers = {});
+  void reply(core::Reason reason, bool close_after, std::string_view extra_headers = {});
+  void on_reply_written(error_code ec, std::size_t n);
+  void log_and_count();
   void log_access();
   void next_request();
 
   ThreadContext& ctx_;
   ClientStream client_;
+  boost::asio::ip::address peer_addr_;
   std::string peer_ip_;
-  bool peer_trusted_ = false;
 
   Phase phase_ = Phase::first_head;
   Clock::time_point deadline_{};
   bool client_read_pending_ = false;
+  bool client_write_pending_ = false;
   bool client_eof_ = false;
   bool handshaken_ = false;  // TLS listeners: the handshake completed
-  bool close_after_response_ = false;
+  bool close_after_ = false; // close once the current response is written
+  // Writes to a worker that point into in_: while any is pending, no read
+  // may grow (move) it.
+  unsigned in_writers_ = 0;
+  bool tls_shutdown_started_ = false;
 
   boost::beast::flat_buffer in_;  // client bytes not yet used
-  std::size_t head_parsed_ = 0;    // bytes of in_ the parser has seen (head not complete)
-  std::optional<RequestParser> req_;
-
-  // Per request.
-  std::shared_ptr<const lb::Runtime> runtime_;
-  const config::Config* config_ = nullptr;
-  lb::EndpointState* endpoint_ = nullptr;
-  lb::WorkerState* worker_ = nullptr;
-  lb::WorkerState* failed_worker_ = nullptr;
-  http::HeadCheck head_;
-  http::Route route_;
-  std::string key_id_;
-  char request_id_buf_[128];
-  std::string_view request_id_;
-  core::Reason error_ = core::Reason::none;
-  unsigned status_ = 0;
-  Clock::time_point started_{};
-  Clock::time_point upstream_started_{};
-  std::uint64_t bytes_in_ = 0;   // request body bytes relayed
-  std::uint64_t bytes_out_ = 0;  // response bytes written to the client
-  unsigned attempts_ = 0;
-  std::shared_ptr<lb::Waiter> waiter_;  // while queued for a worker
-  auth::KeyRuntime* concurrency_held_ = nullptr;  // rate_limit.max_concurrent slot
-  std::string rate_headers_;  // RateLimit-* (and Retry-After) lines for keys with a rate_limit
-
-  // Upstream exchange.
-  std::unique_ptr<UpstreamConn> up_;
-  bool up_reused_ = false;
-  boost::beast::flat_buffer up_in_;
-  std::optional<ResponseParser> res_;
-  Framing req_framing_ = Framing::none;
-  Framing res_framing_ = Framing::none;
-  Framing client_framing_ = Framing::none;
-  std::uint64_t req_remaining_ = 0;  // Framing::length
-  std::uint64_t res_remaining_ = 0;  // Framing::length
-  std::uint64_t req_total_ = 0;      // decoded body bytes, for the limit
-  std::size_t req_pending_consume_ = 0;
-  std::size_t res_pending_consume_ = 0;
-  bool req_sent_ = false;
-  bool req_final_chunk_sent_ = false;
-  bool res_started_ = false;   // a response byte went (or is going) to the client
-  bool res_done_ = false;
-  bool res_head_done_ = false;
-  bool up_write_pending_ = false;
-  bool up_read_pending_ = false;
-  bool client_write_pending_ = false;
-  bool exchange_active_ = false;
-  bool res_eof_ = false;           // Framing::until_eof: the worker closed
-  bool response_waiting_ = false;  // head parsed while the request write was pending
-  bool req_aborted_ = false;  // the worker stopped reading the request body
-  bool res_complete_after_write_ = false;
-  std::uint64_t exchange_id_ = 0;        // handlers of an abandoned exchange compare this
-  std::string out_;        // head or framing bytes being written to the worker
-  std::string client_out_; // head or framing bytes being written to the client
-  std::unique_ptr<std::array<char, 16384>> req_chunk_;  // decoded chunked request data
-  std::unique_ptr<std::array<char, 16384>> res_chunk_;  // decoded chunked response data
+  std::size_t head_parsed_ = 0;   // bytes of in_ the parser has seen
+  std::optional<RequestParser> parser_;  // a fresh one per message
+  std::string client_out_;        // head, framing or reply bytes for the client
   std::size_t drained_ = 0;
+
+  Request req_;
+  std::shared_ptr<Attempt> attempt_;
 };
 
 }  // namespace frontdoor::proxy

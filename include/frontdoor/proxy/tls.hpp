@@ -66,6 +66,12 @@ class ClientStream {
     else
       plain_->async_write_some(buffers, std::forward<Handler>(handler));
   }
+  // TLS only: sends close_notify and waits for the peer's (RFC 8446 §6.1).
+  // The caller bounds the wait by closing the socket.
+  template <class Handler>
+  void async_shutdown(Handler&& handler) {
+    tls_->async_shutdown(std::forward<Handler>(handler));
+  }
   template <class Handler>
   void async_handshake(Handler&& handler) {
     tls_->async_handshake(boost::asio::ssl::stream_base::server, std::forward<Handler>(handler));
