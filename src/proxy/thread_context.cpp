@@ -3,14 +3,10 @@
 #include <openssl/rand.h>
 #include <unistd.h>
 
-#include <mutex>
+#include <algorithm>
+#include <exception>
 
 namespace frontdoor::proxy {
-
-namespace {
-// Access-log batches from several threads must not interleave on a pipe.
-std::mutex g_stdout_mutex;
-}  // namespace
 
 ThreadContext::ThreadContext(Shared& shared, unsigned index)
     : shared_(shared), index_(index), runtime_(shared.runtime), keys_(shared.keys) {
@@ -20,7 +16,25 @@ ThreadContext::ThreadContext(Shared& shared, unsigned index)
   rng_state_ = seed ? seed : 0x9e3779b97f4a7c15ull;
 }
 
-ThreadContext::~ThreadContext() { flush_access_log(); }
+ThreadContext::~ThreadContext() {
+  // Pending handlers own sessions whose destructors use this context (the
+  // session list, the buffers, the pools): they go first, while all of it
+  // is still alive.
+  shutdown();
+  flush_access_log();
+}
+
+void ThreadContext::shutdown() {
+  sweeping_ = false;
+  boost::system::error_code ignored;
+  sweep_timer_.cancel();
+  io_.stop();
+  io_.destroy_pending();
+  for (auto& [address, pool] : pools_)
+    for (auto& c : pool.idle) c->socket.close(ignored);
+  pools_.clear();
+  spare_buffers_.clear();
+}
 
 void ThreadContext::add(Sweepable* s) noexcept {
   s->prev_ = nullptr;
@@ -43,9 +57,28 @@ void ThreadContext::start_sweep() {
   sweep_timer_.expires_after(kSweepInterval);
   sweep_timer_.async_wait([this](boost::system::error_code ec) {
     if (ec || !sweeping_) return;
-    sweep();
+    // Re-armed first: whatever the sweep throws, this thread keeps
+    // enforcing its timeouts (M5).
     start_sweep();
+    sweep();
   });
+}
+
+// One handler that throws must not cost the others their sweep: the error
+// is logged (at most once a second per thread, with a count) and the sweep
+// goes on.
+void ThreadContext::sweep_failed(const char* what) noexcept {
+  ++sweep_errors_;
+  auto now = Clock::now();
+  if (now - last_sweep_error_log_ < std::chrono::seconds(1)) return;
+  last_sweep_error_log_ = now;
+  try {
+    core::log::error("sweep: handler failed",
+                     {{"error", what}, {"thread", std::to_string(index_), true},
+                      {"errors", std::to_string(sweep_errors_), true}});
+  } catch (...) {
+  }
+  sweep_errors_ = 0;
 }
 
 void ThreadContext::stop_sweep() {
@@ -56,7 +89,11 @@ void ThreadContext::stop_sweep() {
 void ThreadContext::drain_sessions() {
   for (Sweepable* s = sessions_; s;) {
     Sweepable* next = s->next_;
-    s->on_drain();  // may remove s from the list, never another session
+    try {
+      s->on_drain();  // may remove s from the list, never another session
+    } catch (const std::exception& e) {
+      sweep_failed(e.what());
+    }
     s = next;
   }
 }
@@ -65,7 +102,11 @@ void ThreadContext::sweep() {
   auto now = Clock::now();
   for (Sweepable* s = sessions_; s;) {
     Sweepable* next = s->next_;  // on_sweep only cancels; nothing is freed here
-    s->on_sweep(now);
+    try {
+      s->on_sweep(now);
+    } catch (const std::exception& e) {
+      sweep_failed(e.what());
+    }
     s = next;
   }
   for (auto& [worker, pool] : pools_) {
@@ -81,7 +122,13 @@ void ThreadContext::sweep() {
       idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(expired));
     }
   }
-  for (auto& hook : sweep_hooks_) hook();
+  for (auto& hook : sweep_hooks_) {
+    try {
+      hook();
+    } catch (const std::exception& e) {
+      sweep_failed(e.what());
+    }
+  }
   flush_access_log();
 }
 
@@ -104,7 +151,10 @@ void ThreadContext::give_back(const lb::WorkerState* w, std::unique_ptr<Upstream
                               std::size_t max_idle, Clock::duration max_idle_age) {
   auto& pool = pools_[w->config.address];
   pool.max_age = max_idle_age;
-  if (pool.idle.size() >= max_idle) {
+  // pool.max_idle is per worker (SPEC §2) and every thread has its own pool:
+  // each keeps its share, rounded up (so at most max_idle + threads - 1 in all).
+  const std::size_t threads = std::max(1u, shared_.thread_count);
+  if (pool.idle.size() >= (max_idle + threads - 1) / threads) {
     boost::system::error_code ignored;
     c->socket.close(ignored);
     return;
@@ -129,16 +179,12 @@ void ThreadContext::return_buffer(boost::beast::flat_buffer&& b) {
 
 void ThreadContext::flush_access_log() {
   if (access_log_.empty()) return;
-  {
-    std::lock_guard lock(g_stdout_mutex);
-    const char* p = access_log_.data();
-    std::size_t left = access_log_.size();
-    while (left > 0) {
-      ssize_t n = ::write(STDOUT_FILENO, p, left);
-      if (n <= 0) break;  // stdout closed: drop the batch rather than block the proxy
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
+  // Handed to the writer thread: a slow stdout drops lines (counted in
+  // frontdoor_access_log_dropped_total), it never blocks this thread (M6).
+  try {
+    core::log::access_log_writer().submit(std::string_view(access_log_.data(), access_log_.size()));
+  } catch (const std::exception&) {
+    // bad_alloc or no thread: the batch is lost, the proxy goes on
   }
   access_log_.clear();
 }

@@ -35,6 +35,8 @@ struct Shared {
   std::atomic<bool> draining{false};  // SIGTERM: answer with Connection: close
   std::atomic<std::uint64_t> reloads_ok{0};
   std::atomic<std::uint64_t> reloads_failed{0};
+  // Proxy threads; set before they start (pool.max_idle is shared out by it).
+  unsigned thread_count = 1;
   // Every proxy thread's metrics; filled before the threads start.
   std::vector<const ThreadMetrics*> metrics;
 };
@@ -63,6 +65,15 @@ struct UpstreamConn {
   std::uint64_t exchanges = 0;  // completed exchanges: > 0 means reused
 };
 
+// An io_context whose pending handlers can be destroyed, without running
+// them, before the rest of its ThreadContext is: execution_context::shutdown()
+// is what the destructor would call, only earlier.
+class ProxyIoContext : public boost::asio::io_context {
+ public:
+  using boost::asio::io_context::io_context;
+  void destroy_pending() { shutdown(); }
+};
+
 class ThreadContext {
  public:
   static constexpr auto kSweepInterval = std::chrono::milliseconds(100);
@@ -85,6 +96,12 @@ class ThreadContext {
   // Calls on_drain() on every registered session (shutdown).
   void drain_sessions();
   void stop_sweep();
+  // After the thread stopped running io(): destroys every pending handler
+  // (and so the sessions only they own) and the pooled connections, while
+  // the context is whole. Idempotent; the destructor calls it too. Call it
+  // on every context before destroying any: a session's destructor may post
+  // to another thread's context.
+  void shutdown();
   // Extra work run at each sweep (e.g. resuming paused acceptors).
   void on_each_sweep(std::function<void()> f) { sweep_hooks_.push_back(std::move(f)); }
 
@@ -123,15 +140,18 @@ class ThreadContext {
 
  private:
   void sweep();
+  void sweep_failed(const char* what) noexcept;
 
   Shared& shared_;
   unsigned index_;
   // Every socket of this context is used from its own thread only, so the
   // reactor needs no per-descriptor locking; the scheduler keeps its lock
   // because shutdown posts to it from the admin thread.
-  boost::asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+  ProxyIoContext io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   boost::asio::steady_timer sweep_timer_{io_};
   bool sweeping_ = false;
+  std::uint64_t sweep_errors_ = 0;  // since the last one logged
+  Clock::time_point last_sweep_error_log_{};
   Sweepable* sessions_ = nullptr;
   std::vector<std::function<void()>> sweep_hooks_;
   core::SnapshotReader<lb::Runtime> runtime_;
