@@ -1,5 +1,6 @@
 #include "frontdoor/admin/admin_server.hpp"
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl.hpp>
@@ -33,7 +34,15 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto kAdminTimeout = std::chrono::seconds(30);
+// A request (head and body, at most 1 MiB) must arrive within this time of
+// the connection opening or of the previous answer, and an answer must be
+// taken within kAdminWriteTimeout; and no more than kMaxAdminConnections are
+// open at once (more are closed at once). So a slowloris on an exposed
+// admin port holds a bounded number of descriptors for a bounded time, and
+// the proxy listeners, which share the process's descriptors, keep theirs (B2).
+constexpr auto kAdminReadTimeout = std::chrono::seconds(10);
+constexpr auto kAdminWriteTimeout = std::chrono::seconds(30);
+constexpr std::size_t kMaxAdminConnections = 256;
 
 using Request = bhttp::request<bhttp::string_body>;
 using Response = bhttp::response<bhttp::string_body>;
@@ -203,6 +212,9 @@ std::string metrics_text(proxy::Shared& shared) {
   out += "frontdoor_reloads_total{result=\"failed\"} " + std::to_string(shared.reloads_failed.load()) + "\n";
   out += "# HELP frontdoor_client_connections Open client connections on the proxy listeners.\n# TYPE frontdoor_client_connections gauge\n";
   out += "frontdoor_client_connections " + std::to_string(shared.client_connections.load()) + "\n";
+  out += "# HELP frontdoor_access_log_dropped_total Access-log lines dropped because stdout did not keep up.\n"
+         "# TYPE frontdoor_access_log_dropped_total counter\n";
+  out += "frontdoor_access_log_dropped_total " + std::to_string(core::log::access_log_dropped()) + "\n";
   return out;
 }
 
@@ -275,15 +287,22 @@ Response handle(const Request& req, AdminState& state, proxy::Shared& shared, co
 template <class Stream>
 class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
  public:
+  // `open` counts the listener's open connections (admin thread only);
+  // `tls` keeps the context alive as long as the stream that uses it.
   template <class... Args>
-  AdminSession(AdminState& state, proxy::Shared& shared, const AdminHooks& hooks, Args&&... stream_args)
-      : stream_(std::forward<Args>(stream_args)...), state_(state), shared_(shared), hooks_(hooks) {}
+  AdminSession(std::shared_ptr<std::size_t> open, std::shared_ptr<asio::ssl::context> tls, AdminState& state,
+               proxy::Shared& shared, const AdminHooks& hooks, Args&&... stream_args)
+      : open_(std::move(open)), tls_(std::move(tls)), stream_(std::forward<Args>(stream_args)...), state_(state),
+        shared_(shared), hooks_(hooks) {
+    ++*open_;
+  }
+  ~AdminSession() { --*open_; }
 
   void start() {
     if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
       do_read();
     } else {
-      beast::get_lowest_layer(stream_).expires_after(kAdminTimeout);
+      beast::get_lowest_layer(stream_).expires_after(kAdminReadTimeout);
       stream_.async_handshake(asio::ssl::stream_base::server,
                               [self = this->shared_from_this()](beast::error_code ec) {
                                 if (ec) return self->close();
@@ -297,7 +316,7 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
     parser_.emplace();
     parser_->header_limit(16384);
     parser_->body_limit(1 << 20);
-    beast::get_lowest_layer(stream_).expires_after(kAdminTimeout);
+    beast::get_lowest_layer(stream_).expires_after(kAdminReadTimeout);
     bhttp::async_read(stream_, buffer_, *parser_,
                       [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
@@ -322,7 +341,7 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
     write_response(!res_.keep_alive());
   }
   void write_response(bool close_after) {
-    beast::get_lowest_layer(stream_).expires_after(kAdminTimeout);
+    beast::get_lowest_layer(stream_).expires_after(kAdminWriteTimeout);
     bhttp::async_write(stream_, res_,
                        [self = this->shared_from_this(), close_after](beast::error_code ec, std::size_t) {
                          if (ec || close_after) {
@@ -339,6 +358,8 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
     lowest.close();
   }
 
+  std::shared_ptr<std::size_t> open_;
+  std::shared_ptr<asio::ssl::context> tls_;
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -357,30 +378,53 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   AdminState& state;
   proxy::Shared& shared;
   AdminHooks hooks;
-  std::shared_ptr<proxy::TlsContextSlot> tls;  // admin.tls
+  // admin.tls: the current context, nullptr when the listener is plain. A
+  // reload may switch it either way; new connections follow it.
+  proxy::TlsContextSlot tls{nullptr};
+  std::shared_ptr<std::size_t> open = std::make_shared<std::size_t>(0);
   bool stopped = false;
 
   void accept() {
     acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket s) {
       if (self->stopped) return;
       if (!ec) {
-        if (auto ctx = self->tls ? self->tls->get() : nullptr)
-          std::make_shared<AdminSession<beast::ssl_stream<beast::tcp_stream>>>(self->state, self->shared, self->hooks,
-                                                                              std::move(s), *ctx)
-              ->start();
-        else
-          std::make_shared<AdminSession<beast::tcp_stream>>(self->state, self->shared, self->hooks, std::move(s))
-              ->start();
+        try {
+          self->serve(std::move(s));
+        } catch (const std::exception& e) {
+          core::log::error("admin: connection dropped", {{"error", e.what()}});
+        }
+      } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+        // Try again a little later rather than spin on the same error.
+        auto timer = std::make_shared<asio::steady_timer>(self->acceptor.get_executor());
+        timer->expires_after(std::chrono::milliseconds(100));
+        timer->async_wait([self, timer](beast::error_code) {
+          if (!self->stopped) self->accept();
+        });
+        return;
       }
       self->accept();
     });
+  }
+
+  void serve(tcp::socket s) {
+    if (*open >= kMaxAdminConnections) {
+      beast::error_code ignored;
+      s.close(ignored);
+      return;
+    }
+    if (auto ctx = tls.get())
+      std::make_shared<AdminSession<beast::ssl_stream<beast::tcp_stream>>>(open, ctx, state, shared, hooks,
+                                                                          std::move(s), *ctx)
+          ->start();
+    else
+      std::make_shared<AdminSession<beast::tcp_stream>>(open, nullptr, state, shared, hooks, std::move(s))->start();
   }
 };
 
 AdminServer::AdminServer(asio::io_context& io, const config::Admin& cfg, AdminState& state,
                          proxy::Shared& shared, AdminHooks hooks)
     : impl_(std::make_shared<Impl>(io, state, shared, std::move(hooks))) {
-  if (cfg.tls) impl_->tls = std::make_shared<proxy::TlsContextSlot>(proxy::make_server_tls_context(*cfg.tls));
+  if (cfg.tls) impl_->tls.set(proxy::make_server_tls_context(*cfg.tls));
   auto& a = impl_->acceptor;
   a.open(cfg.address.endpoint.protocol());
   a.set_option(tcp::acceptor::reuse_address(true));
@@ -395,14 +439,20 @@ tcp::endpoint AdminServer::local_endpoint() const { return impl_->acceptor.local
 void AdminServer::start() { impl_->accept(); }
 
 bool AdminServer::reload_tls(const config::Admin& cfg, std::string& error) {
-  if (!impl_->tls || !cfg.tls) return true;
-  try {
-    impl_->tls->set(proxy::make_server_tls_context(*cfg.tls));
+  const bool was_tls = impl_->tls.get() != nullptr;
+  if (!cfg.tls) {
+    impl_->tls.set(nullptr);
+    if (was_tls) core::log::warn("admin listener: TLS turned off by reload");
     return true;
+  }
+  try {
+    impl_->tls.set(proxy::make_server_tls_context(*cfg.tls));
   } catch (const std::exception& e) {
-    error = std::string("admin: ") + e.what();
+    error = std::string("admin.tls: ") + e.what();
     return false;
   }
+  if (!was_tls) core::log::info("admin listener: TLS turned on by reload");
+  return true;
 }
 
 void AdminServer::stop() {

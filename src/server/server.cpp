@@ -39,8 +39,9 @@ std::string endpoint_text(const tcp::endpoint& e) {
 // SO_REUSEPORT and the kernel spreads new connections between them.
 class Acceptor : public std::enable_shared_from_this<Acceptor> {
  public:
+  // `max_connections` is the server's: a reload changes it for every acceptor.
   Acceptor(proxy::ThreadContext& ctx, const tcp::endpoint& at, proxy::ListenerInfo info,
-           std::uint64_t max_connections)
+           const std::atomic<std::uint64_t>& max_connections)
       : ctx_(ctx), acceptor_(ctx.io()), info_(info), max_connections_(max_connections) {
     acceptor_.open(at.protocol());
     acceptor_.set_option(tcp::acceptor::reuse_address(true));
@@ -57,7 +58,8 @@ class Acceptor : public std::enable_shared_from_this<Acceptor> {
   // Over max_connections, accepting pauses; the thread's sweep resumes it.
   void resume_if_paused() {
     if (paused_ && !closed_ &&
-        ctx_.shared().client_connections.load(std::memory_order_relaxed) < max_connections_) {
+        ctx_.shared().client_connections.load(std::memory_order_relaxed) <
+            max_connections_.load(std::memory_order_relaxed)) {
       paused_ = false;
       accept();
     }
@@ -76,14 +78,24 @@ class Acceptor : public std::enable_shared_from_this<Acceptor> {
     acceptor_.async_accept([this, self = shared_from_this()](boost::system::error_code ec, tcp::socket s) {
       if (closed_) return;
       if (!ec) {
-        ctx_.shared().client_connections.fetch_add(1, std::memory_order_relaxed);
-        std::make_shared<proxy::Session>(ctx_, std::move(s), info_)->start();
+        // Constructed first, counted after: a session that cannot be made
+        // (bad_alloc, a TLS stream that fails) leaks no count, and this
+        // listener still accepts (M5). Once counted, the session's
+        // destructor gives the count back whatever start() does.
+        try {
+          auto session = std::make_shared<proxy::Session>(ctx_, std::move(s), info_);
+          ctx_.shared().client_connections.fetch_add(1, std::memory_order_relaxed);
+          session->start();
+        } catch (const std::exception& e) {
+          core::log::error("accept: connection dropped", {{"error", e.what()}});
+        }
       } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
         core::log::error("accept failed", {{"error", ec.message()}});
         paused_ = true;  // retry at the next sweep instead of spinning
         return;
       }
-      if (ctx_.shared().client_connections.load(std::memory_order_relaxed) >= max_connections_) {
+      if (ctx_.shared().client_connections.load(std::memory_order_relaxed) >=
+          max_connections_.load(std::memory_order_relaxed)) {
         paused_ = true;
         return;
       }
@@ -94,7 +106,7 @@ class Acceptor : public std::enable_shared_from_this<Acceptor> {
   proxy::ThreadContext& ctx_;
   tcp::acceptor acceptor_;
   proxy::ListenerInfo info_;
-  std::uint64_t max_connections_;
+  const std::atomic<std::uint64_t>& max_connections_;
   bool paused_ = false;
   bool closed_ = false;
 };
@@ -107,6 +119,8 @@ class Server {
  public:
   Server(std::shared_ptr<const config::Config> config, std::unique_ptr<auth::KeyStore> store)
       : config_(std::move(config)), nthreads_(std::max(1u, config_->threads)) {
+    max_connections_ = config_->limits.max_connections;
+    shared_.thread_count = nthreads_;
     registry_ = std::make_unique<auth::KeyRegistry>(std::move(store), shared_.keys);
     shared_.runtime.publish(std::make_shared<const lb::Runtime>(config_));
     for (unsigned i = 0; i < nthreads_; ++i) {
@@ -148,12 +162,11 @@ class Server {
     schedule_flush();
     schedule_watch();
     wait_signal();
-    start_health(shared_.runtime.load(), true);
+    start_health(shared_.runtime.load());
     admin_io_.run();
-    if (health_) health_->stop();
+    health_.reset();
 
     for (auto& w : workers_) w.join();
-    for (auto& t : threads_) t->flush_access_log();
     // The last usage is written before exit so that it survives a restart.
     store_guard_.reset();
     store_io_.stop();
@@ -163,14 +176,30 @@ class Server {
     } catch (const std::exception& e) {
       core::log::error("usage flush failed", {{"error", e.what()}});
     }
+    release_threads();
     core::log::info("stopped");
-    // Sessions cut at the end of the grace period are still owned by
-    // handlers inside the stopped io_contexts; destroying those would run
-    // session destructors against half-destroyed thread contexts. The
-    // process exits next, so the contexts are deliberately left to the OS.
-    listeners_.clear();
-    for (auto& t : threads_) (void)t.release();
     return 0;
+  }
+
+  // Frees what the proxy threads own, in an order where nothing is used
+  // after it is freed: sessions cut at the end of the grace period are still
+  // owned by handlers inside the stopped io_contexts, and their destructors
+  // use their thread's context (session list, buffers, pools) and may post
+  // to another thread's. So every context first destroys its pending
+  // handlers while all contexts are whole (twice: the second round takes
+  // what the first one posted across threads), then the listeners and the
+  // contexts go.
+  void release_threads() {
+    for (int round = 0; round < 2; ++round)
+      for (auto& t : threads_) t->shutdown();
+    {
+      std::lock_guard lock(listeners_mutex_);
+      listeners_.clear();
+    }
+    for (auto& t : threads_) t->flush_access_log();
+    threads_.clear();
+    // Whatever the threads logged is written (bounded) before "stopped".
+    core::log::access_log_writer().drain(std::chrono::seconds(2));
   }
 
  private:
@@ -192,7 +221,7 @@ class Server {
     for (unsigned i = 0; i < nthreads_; ++i) {
       // With port 0 the first bind picks the port and the others join it.
       out->per_thread.push_back(std::make_shared<Acceptor>(*threads_[i], at, proxy::ListenerInfo{out->tls},
-                                                           config_->limits.max_connections));
+                                                           max_connections_));
       if (i == 0) at = out->per_thread[0]->local_endpoint();
     }
     out->bound = at;
@@ -207,12 +236,15 @@ class Server {
     return out;
   }
 
-  void start_health(std::shared_ptr<const lb::Runtime> runtime, bool first) {
-    // Runs on the admin thread.
+  void start_health(std::shared_ptr<const lb::Runtime> runtime) {
+    // Runs on the admin thread. Any checker's first complete round makes a
+    // starting process ready, not only the first checker's: a reload within
+    // the first health.timeout replaces that one before it finishes (M7).
+    // Draining is never turned back into serving.
     if (health_) health_->stop();
     health_ = std::make_unique<HealthChecker>(admin_io_, std::move(runtime));
-    health_->start([this, first] {
-      if (first && admin_state_.readiness == admin::Readiness::starting) {
+    health_->start([this] {
+      if (admin_state_.readiness == admin::Readiness::starting) {
         admin_state_.readiness = admin::Readiness::serving;
         core::log::info("ready", {{"threads", std::to_string(nthreads_), true}});
       }
@@ -224,9 +256,10 @@ class Server {
   // failure keeps what runs and says why. Returns "" or the reason.
   std::string reload() {
     std::lock_guard lock(reload_mutex_);
+    const auto current = config();
     std::shared_ptr<const config::Config> next;
     try {
-      next = config::load_config(config_->path);
+      next = config::load_config(current->path);
     } catch (const std::exception& e) {
       core::log::error("reload failed: configuration kept", {{"error", e.what()}});
       shared_.reloads_failed.fetch_add(1);
@@ -245,29 +278,85 @@ class Server {
       shared_.reloads_failed.fetch_add(1);
       return e.what();
     }
+    // Refused before anything changes: see tls_change_problem.
+    if (auto why = tls_change_problem(*next); !why.empty()) {
+      core::log::error("reload failed: configuration kept", {{"error", why}});
+      shared_.reloads_failed.fetch_add(1);
+      return why;
+    }
     if (std::string why; !admin_server_->reload_tls(next->admin, why)) {
       core::log::error("reload failed: configuration kept", {{"error", why}});
       shared_.reloads_failed.fetch_add(1);
       return why;
     }
-    if (auto why = apply_listeners(*next); !why.empty()) {
+    // While draining, listeners are being closed for good: a reload must not
+    // bind or start new ones (the rest of the configuration still applies).
+    if (shared_.draining.load()) {
+      if (listeners_differ(*current, *next))
+        core::log::warn("reload while draining: listeners are not changed");
+    } else if (auto why = apply_listeners(*next); !why.empty()) {
       core::log::error("reload failed: configuration kept", {{"error", why}});
       shared_.reloads_failed.fetch_add(1);
       return why;
     }
-    if (next->threads != config_->threads || next->admin.address.text != config_->admin.address.text)
+    if (next->threads != current->threads || next->admin.address.text != current->admin.address.text)
       core::log::warn("reload: threads and admin.address take effect at the next restart");
+    max_connections_.store(next->limits.max_connections);
     auto old_runtime = shared_.runtime.load();
     auto runtime = std::make_shared<lb::Runtime>(next);
     runtime->inherit(*old_runtime);  // worker health carries over; removed workers drain
-    config_ = next;
+    set_config(next);
     core::log::set_level(config::to_log_level(next->log.level));
     shared_.runtime.publish(runtime);
-    asio::post(admin_io_, [this, runtime] { start_health(runtime, false); });
+    asio::post(admin_io_, [this, runtime] { start_health(runtime); });
     shared_.reloads_ok.fetch_add(1);
     core::log::info("reloaded", {{"config", next->path}, {"keys", std::to_string(registry_->size()), true}});
     watched_config_ = file_stamp(next->path);
     return "";
+  }
+
+  // The configuration in force. Replaced on the store thread, read on the
+  // admin thread too (SIGTERM reads the drain settings): a shared_ptr copy
+  // under a lock, never a bare read of a pointer being assigned (L3).
+  std::shared_ptr<const config::Config> config() const {
+    std::lock_guard lock(config_mutex_);
+    return config_;
+  }
+  void set_config(std::shared_ptr<const config::Config> next) {
+    std::lock_guard lock(config_mutex_);
+    config_ = std::move(next);
+  }
+
+  // A listener on a fixed address whose `tls` is switched on or off cannot
+  // be changed in place: the new socket would join the old one on the port
+  // (SO_REUSEPORT) and, until the old one closes, the kernel would hand TLS
+  // clients to the plain acceptor or the other way round. Such a reload is
+  // refused; a restart (or a new address) does it. Port 0 is exempt: it
+  // always binds a new port.
+  std::string tls_change_problem(const config::Config& next) {
+    std::lock_guard lock(listeners_mutex_);
+    for (std::size_t n = 0; n < next.listeners.size(); ++n) {
+      const auto& l = next.listeners[n];
+      if (l.address.endpoint.port() == 0) continue;
+      bool same_tls = false, other_tls = false;
+      for (const auto& o : listeners_) {
+        if (o->text != l.address.text) continue;
+        (bool(o->tls) == bool(l.tls) ? same_tls : other_tls) = true;
+      }
+      if (other_tls && !same_tls)
+        return "listeners[" + std::to_string(n) + "]: " + l.address.text + ": turning tls " +
+               (l.tls ? "on" : "off") + " on a bound address needs a restart (or another address)";
+    }
+    return "";
+  }
+
+  static bool listeners_differ(const config::Config& a, const config::Config& b) {
+    if (a.listeners.size() != b.listeners.size()) return true;
+    for (std::size_t i = 0; i < a.listeners.size(); ++i)
+      if (a.listeners[i].address.text != b.listeners[i].address.text ||
+          bool(a.listeners[i].tls) != bool(b.listeners[i].tls))
+        return true;
+    return false;
   }
 
   // POST /v1/reload: the same reload, run where SIGHUP's runs, awaited.
@@ -316,6 +405,13 @@ class Server {
     }
     for (auto& [slot, ctx] : renewed) slot->set(std::move(ctx));
     std::lock_guard lock(listeners_mutex_);
+    if (shared_.draining.load()) {
+      // SIGTERM came meanwhile: the drain closes what is in listeners_ now,
+      // so nothing new may join it.
+      undo();
+      core::log::warn("reload while draining: listeners are not changed");
+      return "";
+    }
     std::vector<std::unique_ptr<Listener>> still;
     for (std::size_t o = 0; o < listeners_.size(); ++o) {
       if (matched[o]) {
@@ -338,7 +434,7 @@ class Server {
   }
 
   void schedule_flush() {
-    flush_timer_.expires_after(config_->keys.last_used_flush);
+    flush_timer_.expires_after(config()->keys.last_used_flush);
     flush_timer_.async_wait([this](boost::system::error_code ec) {
       if (ec) return;
       try {
@@ -353,17 +449,18 @@ class Server {
   // Hand edits take effect by themselves: the config file and the key
   // store are looked at every second (a stat, or one indexed query).
   void schedule_watch() {
-    watched_config_ = file_stamp(config_->path);
+    watched_config_ = file_stamp(config()->path);
     schedule_watch_again();
   }
   void schedule_watch_again() {
     watch_timer_.expires_after(std::chrono::seconds(1));
     watch_timer_.async_wait([this](boost::system::error_code ec) {
       if (ec) return;
-      if (file_stamp(config_->path) != watched_config_) {
+      const auto path = config()->path;
+      if (file_stamp(path) != watched_config_) {
         core::log::info("configuration file changed: reloading");
         reload();
-        watched_config_ = file_stamp(config_->path);
+        watched_config_ = file_stamp(path);
       } else {
         try {
           registry_->reload();
@@ -403,8 +500,9 @@ class Server {
       core::log::info("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
       admin_state_.readiness = admin::Readiness::draining;
       shared_.draining = true;
-      grace_end_ = Clock::now() + config_->limits.drain_delay + config_->limits.shutdown_grace;
-      shutdown_timer_.expires_after(config_->limits.drain_delay);
+      const auto limits = config()->limits;
+      grace_end_ = Clock::now() + limits.drain_delay + limits.shutdown_grace;
+      shutdown_timer_.expires_after(limits.drain_delay);
       shutdown_timer_.async_wait([this](boost::system::error_code tec) {
         if (tec) return;
         std::lock_guard lock(listeners_mutex_);
@@ -437,8 +535,11 @@ class Server {
     });
   }
 
-  std::shared_ptr<const config::Config> config_;
+  mutable std::mutex config_mutex_;
+  std::shared_ptr<const config::Config> config_;  // through config() / set_config() once threads run
   const unsigned nthreads_;
+  // limits.max_connections, read by every acceptor; a reload stores the new one.
+  std::atomic<std::uint64_t> max_connections_{0};
   proxy::Shared shared_;
   std::unique_ptr<auth::KeyRegistry> registry_;
   std::vector<std::unique_ptr<proxy::ThreadContext>> threads_;

@@ -39,7 +39,9 @@ class AdminServer {
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   void start();
   void stop();
-  // SIGHUP: re-reads admin.tls; false (and why) keeps the running pair.
+  // SIGHUP: re-reads admin.tls, and turns TLS on or off as configured (new
+  // connections follow; open ones keep theirs); false (and why) when the
+  // new pair does not load, which keeps the running one.
   bool reload_tls(const config::Admin& cfg, std::string& error);
 
  private:
