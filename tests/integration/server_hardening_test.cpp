@@ -146,12 +146,14 @@ TEST_F(ServerHardeningTest, AFullStdoutPipeNeverStallsRequests) {
 TEST_F(ServerHardeningTest, ReadyAfterAReloadBeforeTheFirstHealthRound) {
   add_default_endpoint({.health_interval = "10s", .health_timeout = "5s"});
   add_default_key();
-  worker_.set_health_delay(3000ms);  // the first probe hangs for 3 s
+  worker_.set_health_delay(3000ms);  // every probe hangs for 3 s
 
   auto started = std::async(std::launch::async, [this] { return proxy_.start(15000ms); });
   ASSERT_TRUE(worker_.wait_for_health_probes(1, 10000ms));
-  proxy_.write_config();  // a new inode: the file watch reloads within a second
-  worker_.set_health_delay(0ms);
+  // A new inode: the file watch reloads within a second, while that probe
+  // still hangs. (The delay stays: the new checker's probe answers after 3 s
+  // too, and changing it now could race with the first probe reading it.)
+  proxy_.write_config();
   ASSERT_TRUE(started.get()) << proxy_.error();
   EXPECT_EQ(proxy_.admin_request("GET", "/readyz", {{"Host", "a"}}).status, 200);
   // The reload began before the process became ready (the first probe was
