@@ -94,6 +94,8 @@ class ConcurrencyFixture : public ProxyTest {
   std::string admin_token_;
 };
 
+class ReloadInflightTest : public ConcurrencyFixture {};
+
 // --- Race (c): max_concurrency 1 under concurrent clients on several threads.
 
 class QueueConcurrencyTest : public ConcurrencyFixture, public ::testing::WithParamInterface<unsigned> {};
@@ -146,9 +148,30 @@ TEST_P(ReloadInflightLoadTest, MaxConcurrencyOneHoldsAcrossSighupReloads) {
 
 INSTANTIATE_TEST_SUITE_P(Threads, ReloadInflightLoadTest, ::testing::Values(2u, 4u));
 
-// --- M3, one step at a time.
+// "No reload involved" may still be one: the file watch reloads whenever
+// the config file's stamp changes, e.g. a deploy tool rewriting it with
+// the same content while clients are busy. Nobody sends SIGHUP here.
+TEST_F(ReloadInflightTest, MaxConcurrencyOneHoldsWhenTheFileWatchReloads) {
+  worker_.set_delay(5ms);
+  setup({.queue_timeout = "30s", .max_concurrency = 1}, 2);
+  std::atomic<bool> reloaded{false};
+  std::thread toucher([&] {
+    // Once the load runs: same content, new file (an editor's atomic save).
+    worker_.wait_for_requests(20, kWait);
+    proxy_.write_config();
+    reloaded = proxy_.wait_for_log([](const json::object& o) { return json_str(o, "msg") == "reloaded"; }, 1,
+                                   kWait);
+  });
+  constexpr int kClients = 16, kPerClient = 40;
+  std::string failure;
+  auto ok = run_clients(kClients, kPerClient, &failure);
+  toucher.join();
+  EXPECT_TRUE(reloaded.load()) << "the file watch did not reload";
+  EXPECT_EQ(ok, std::size_t{kClients * kPerClient}) << failure;
+  EXPECT_EQ(worker_.max_in_flight(), 1) << "the file watch's reload let a second request in";
+}
 
-class ReloadInflightTest : public ConcurrencyFixture {};
+// --- M3, one step at a time.
 
 // A request admitted before the reload holds the worker's only slot after
 // it: the next request queues until that one is answered.
