@@ -98,6 +98,7 @@ EndpointState::EndpointState(const config::Endpoint& e, std::shared_ptr<Endpoint
       // known health (its in-flight requests never stopped counting).
       w->health.store(w->before_drain);
     }
+    w->url = e.workers[i].url;
     mine.push_back(w.get());
     workers_.push_back(std::make_unique<WorkerState>(e.workers[i], i, std::move(w)));
   }
@@ -286,7 +287,7 @@ std::vector<DrainingWorker> EndpointState::draining_workers() const {
   for (const auto& [address, weak] : l.workers) {
     auto w = weak.lock();
     if (!w || w->health.load() != WorkerHealth::draining) continue;
-    if (auto n = w->in_flight.load(); n > 0) out.push_back({w->address_text, n});
+    if (auto n = w->in_flight.load(); n > 0) out.push_back({w->url, w->address_text, n});
   }
   return out;
 }

@@ -38,6 +38,7 @@ struct WorkerLive {
   std::atomic<WorkerHealth> health{WorkerHealth::unknown};
   HealthCounters counters;                           // guarded by the endpoint's mutex
   WorkerHealth before_drain = WorkerHealth::unknown;  // guarded; resumed if it comes back
+  std::string url;                                    // guarded; as last configured
 };
 
 // One worker as one configuration sees it. Valid while its Runtime lives;
@@ -78,6 +79,7 @@ struct EndpointLive;
 
 // A worker that a reload removed but that still has requests in flight.
 struct DrainingWorker {
+  std::string url;  // as last configured
   std::string address_text;
   std::uint32_t in_flight = 0;
 };

@@ -228,6 +228,7 @@ TEST(WorkerSet, RemovedWorkerDrainsAndKeepsItsCount) {
   auto draining = rt2->find("ep1")->draining_workers();
   ASSERT_EQ(draining.size(), 1u);
   EXPECT_EQ(draining[0].address_text, "127.0.0.1:5001");
+  EXPECT_EQ(draining[0].url, "http://127.0.0.1:5001");
   EXPECT_EQ(draining[0].in_flight, 1u);
   // Nothing new goes to it, from either runtime.
   for (int i = 0; i < 4; ++i) {
