@@ -131,18 +131,20 @@ std::string connection_tokens(const bhttp::header<isRequest>& h) {
 }  // namespace
 
 bool version_above_http11(std::string_view head_bytes) noexcept {
-  auto eol = head_bytes.find("\r\n");
-  if (eol == std::string_view::npos) return false;
-  auto line = head_bytes.substr(0, eol);
+  // Beast may refuse the version before the line ends: the line is what
+  // has arrived of it.
+  auto line = head_bytes.substr(0, head_bytes.find("\r\n"));
   // method SP request-target SP HTTP-version (RFC 9112 §3)
   auto first = line.find(' ');
   auto last = line.rfind(' ');
   if (first == std::string_view::npos || first == 0 || last == first) return false;
   auto version = line.substr(last + 1);
-  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.') return false;
-  const char major = version[5], minor = version[7];
-  if (major < '0' || major > '9' || minor < '0' || minor > '9') return false;
-  return major > '1' || (major == '1' && minor > '1');
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (version.size() < 6 || version.size() > 8 || version.substr(0, 5) != "HTTP/" || !digit(version[5]))
+    return false;
+  if (version[5] > '1') return version.size() == 6 || (version[6] == '.' && (version.size() == 7 || digit(version[7])));
+  // HTTP/1.x: above 1.1 only with its minor digit there.
+  return version.size() == 8 && version[5] == '1' && version[6] == '.' && digit(version[7]) && version[7] > '1';
 }
 
 auth::BearerResult bearer_of(const RequestHead& head) noexcept {
@@ -200,6 +202,10 @@ HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
   // single-digit version, so HTTP/2.0 in an HTTP/1 request line lands here.
   if (head.version() != 10 && head.version() != 11) return fail(Reason::http_version_not_supported);
   if (target.size() > max_uri_bytes) return fail(Reason::uri_too_long);
+  // RFC 3986: a request-target is visible ASCII; raw bytes above 0x7E (or
+  // controls) would reach the worker as a malformed request line.
+  for (char c : target)
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) return fail(Reason::bad_request);
   if (!raw_head_clean(raw_head)) return fail(Reason::bad_request);
   if (head.method() == bhttp::verb::connect) return fail(Reason::bad_request);
 

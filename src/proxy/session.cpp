@@ -83,6 +83,12 @@ std::string_view data_of(const beast::flat_buffer& b) noexcept {
   return {static_cast<const char*>(b.data().data()), b.size()};
 }
 
+// A request line that starts like a HEAD request, for a head the parser
+// refused: "HEAD" SP and a target (RFC 9112 §3).
+bool looks_like_head(std::string_view head) noexcept {
+  return head.size() > 5 && head.substr(0, 5) == "HEAD " && head[5] != ' ' && head[5] != '\t';
+}
+
 ClientStream make_client_stream(asio::ip::tcp::socket socket, const ListenerInfo& listener) {
   if (listener.tls) return ClientStream(std::move(socket), listener.tls->get());
   return ClientStream(std::move(socket));
@@ -1297,7 +1303,9 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
   release_key_slot();
   client_out_.clear();
   http::LocalReplyOptions options;
-  options.head_request = head_known && req_.head_method;
+  // A head that could not be parsed may still be a HEAD request: its
+  // answer must not carry a body either (RFC 9110 §9.3.2).
+  options.head_request = head_known ? req_.head_method : looks_like_head(data_of(in_));
   options.http10_client = head_known && req_.http10;
   http::build_local_reply(reason, req_.request_id(), keep_alive, client_out_, extra_headers, options);
   phase_ = Phase::reply;

@@ -290,6 +290,14 @@ TEST(LocalReply, EveryReasonHasStatusAndCode) {
 namespace frontdoor::http {
 namespace {
 
+TEST(CheckRequestHead, TargetBytesOutsideVisibleAsciiAre400) {
+  // Beast lets obs-text through in a target; a worker would see a
+  // malformed request line.
+  EXPECT_EQ(check("GET /jso\x80n HTTP/1.1\r\nHost: a\r\n\r\n").beast_or_check, Reason::bad_request);
+  EXPECT_EQ(check("GET http://a/x\xff HTTP/1.1\r\nHost: a\r\n\r\n").beast_or_check, Reason::bad_request);
+  EXPECT_EQ(check("GET /%80ok?q=%20 HTTP/1.1\r\nHost: a\r\n\r\n").beast_or_check, Reason::none);
+}
+
 TEST(CheckRequestHead, Http10MayOmitHostHttp11MayNot) {
   auto r = check("GET /ep1/x HTTP/1.0\r\n\r\n");
   EXPECT_EQ(r.beast_or_check, Reason::none);
@@ -339,8 +347,10 @@ TEST(VersionAboveHttp11, OnlyWellFormedHigherVersions) {
   EXPECT_TRUE(version_above_http11("POST /x?y HTTP/3.0\r\n"));
   EXPECT_FALSE(version_above_http11("GET / HTTP/1.1\r\n"));
   EXPECT_FALSE(version_above_http11("GET / HTTP/1.0\r\n"));
-  EXPECT_FALSE(version_above_http11("GET / HTTP/2\r\n"));
-  EXPECT_FALSE(version_above_http11("GET / HTTP/2.0"));  // no line end yet
+  EXPECT_TRUE(version_above_http11("GET / HTTP/2"));    // refused before the line ended
+  EXPECT_TRUE(version_above_http11("GET / HTTP/2.0"));
+  EXPECT_FALSE(version_above_http11("GET / HTTP/1."));   // not known yet
+  EXPECT_FALSE(version_above_http11("GET / HTTP/2x\r\n"));
   EXPECT_FALSE(version_above_http11("GET HTTP/2.0\r\n"));
   EXPECT_FALSE(version_above_http11("GET / XTTP/2.0\r\n"));
 }
