@@ -24,6 +24,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
 #include "frontdoor/auth/bearer.hpp"
 #include "frontdoor/auth/decision.hpp"
@@ -125,6 +126,32 @@ std::string_view to_string(End e) noexcept {
 // ---------------------------------------------------------------------------
 // Connection
 // ---------------------------------------------------------------------------
+
+asio::mutable_buffer ReadBuffer::prepare(std::size_t n) {
+  if (head_ == tail_) head_ = tail_ = 0;  // empty: start over at the front
+  if (capacity_ - tail_ < n) {
+    const std::size_t used = size();
+    if (capacity_ - used >= n && used <= capacity_ / 2) {
+      std::memmove(storage_.get(), data(), used);  // room enough once compacted
+    } else {
+      std::size_t cap = std::max<std::size_t>(capacity_ * 2, used + n);
+      auto bigger = std::make_unique<char[]>(cap);
+      if (used) std::memcpy(bigger.get(), data(), used);
+      storage_ = std::move(bigger);
+      capacity_ = cap;
+    }
+    head_ = 0;
+    tail_ = used;
+  }
+  return {storage_.get() + tail_, n};
+}
+
+void ReadBuffer::shrink() noexcept {
+  if (size() == 0) {
+    storage_.reset();
+    capacity_ = head_ = tail_ = 0;
+  }
+}
 
 Session::Session(ThreadContext& ctx, asio::ip::tcp::socket socket, const ListenerInfo& listener)
     : ctx_(ctx), client_(make_client_stream(std::move(socket), listener)) {}
@@ -402,7 +429,7 @@ void Session::on_head_bytes() {
     phase_ = Phase::head;  // the next head has header_timeout from its first byte
     set_deadline(limits.header_timeout);
   }
-  auto data = data_of(in_);
+  auto data = in_.view();
   // A request line longer than the URI limit gets 414 even when it also
   // exceeds the header limit (as nginx does).
   if (data.size() > limits.max_uri_bytes + 32 &&
@@ -437,7 +464,7 @@ void Session::on_request_head(std::size_t head_size) {
   req_.runtime = ctx_.runtime();
   req_.config = req_.runtime->config.get();
   const auto& config = *req_.config;
-  auto raw = std::string_view(static_cast<const char*>(in_.data().data()), head_size);
+  auto raw = std::string_view(in_.data(), head_size);
   const auto& head = parser_->get();
   req_.head_method = head.method() == bhttp::verb::head;
   req_.http10 = head.version() < 11;
@@ -831,10 +858,12 @@ void Session::pump_request() {
     case Framing::length: {
       auto k = static_cast<std::size_t>(std::min<std::uint64_t>(req_.remaining, in_.size()));
       if (k) {
-        bufs[count++] = asio::buffer(in_.data().data(), k);
+        // Zero-copy: the bytes stay in in_ until the write is done, and the
+        // body counts as read only then: a write that fails leaves them
+        // unread, and the connection must not be kept alive over them.
+        bufs[count++] = asio::buffer(in_.data(), k);
         a->pending_consume = k;
         lock_in = true;
-        if (k == req_.remaining) req_.body_done = true;
       }
       break;
     }
@@ -843,7 +872,7 @@ void Session::pump_request() {
       // the client's framing, extensions or trailers.
       std::size_t produced = 0;
       while (in_.size() && produced < kRelayChunkMax) {
-        auto r = req_.chunked.decode(data_of(in_));
+        auto r = req_.chunked.decode(in_.view());
         if (r.status == http::ChunkedDecoder::Status::error) {
           end_request(Reason::bad_request, End::complete);
           return;
@@ -924,6 +953,7 @@ void Session::on_request_written(error_code ec, std::size_t n) {
     in_.consume(a.pending_consume);
     req_.remaining -= a.pending_consume;
     a.pending_consume = 0;
+    if (req_.remaining == 0) req_.body_done = true;
   }
   if (!req_.body_done) {
     if (!a.head_done) set_deadline(req_.endpoint->config().timeouts.idle);
@@ -1260,8 +1290,7 @@ void Session::end_request(Reason reason, End end, std::string_view extra_headers
   release_key_slot();
   if (reason != Reason::none && !req_.response_started && !client_write_pending_ && !client_eof_ &&
       end == End::complete) {
-    // A body not read to its end forbids keep-alive (SPEC §4 step 1).
-    reply(reason, !req_.body_done, extra_headers);
+    reply(reason, false, extra_headers);  // reply() closes if a body is left unread
     return;
   }
   // A reply can no longer be sent: cut the connection (Envoy's local reply
@@ -1305,7 +1334,7 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
   http::LocalReplyOptions options;
   // A head that could not be parsed may still be a HEAD request: its
   // answer must not carry a body either (RFC 9110 §9.3.2).
-  options.head_request = head_known ? req_.head_method : looks_like_head(data_of(in_));
+  options.head_request = head_known ? req_.head_method : looks_like_head(in_.view());
   options.http10_client = head_known && req_.http10;
   http::build_local_reply(reason, req_.request_id(), keep_alive, client_out_, extra_headers, options);
   phase_ = Phase::reply;
@@ -1418,7 +1447,7 @@ void Session::next_request() {
     on_head_bytes();  // a pipelined request is already here
     return;
   }
-  if (in_.capacity() > 2 * kReadSize && !client_read_pending_) in_.shrink_to_fit();
+  if (in_.capacity() > 2 * kReadSize && !client_read_pending_ && in_writers_ == 0) in_.shrink();
   read_client_soon();
 }
 

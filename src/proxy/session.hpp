@@ -36,6 +36,31 @@ struct ListenerInfo {
   std::shared_ptr<TlsContextSlot> tls;  // nullptr: plain HTTP
 };
 
+// The client read buffer. Unlike beast::flat_buffer, consume() never moves
+// or resets anything: a read in progress writes into the space that
+// prepare() handed out, and whatever is consumed meanwhile (a request head,
+// a body, a pipelined request) cannot shift that space under it. Memory is
+// moved only by prepare(), which the session calls only to start a read,
+// and never while a write to a worker points into the data.
+class ReadBuffer {
+ public:
+  const char* data() const noexcept { return storage_.get() + head_; }
+  std::size_t size() const noexcept { return tail_ - head_; }
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::string_view view() const noexcept { return {data(), size()}; }
+  boost::asio::mutable_buffer prepare(std::size_t n);
+  void commit(std::size_t n) noexcept { tail_ += n; }
+  void consume(std::size_t n) noexcept { head_ += n < size() ? n : size(); }
+  // Frees a large buffer when empty; as prepare(), never during a read.
+  void shrink() noexcept;
+
+ private:
+  std::unique_ptr<char[]> storage_;
+  std::size_t capacity_ = 0;
+  std::size_t head_ = 0;  // first unconsumed byte
+  std::size_t tail_ = 0;  // end of the data
+};
+
 // How a body is delimited in one direction.
 enum class Framing : std::uint8_t { none, length, chunked, until_eof };
 
@@ -213,7 +238,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   unsigned in_writers_ = 0;
   bool tls_shutdown_started_ = false;
 
-  boost::beast::flat_buffer in_;  // client bytes not yet used
+  ReadBuffer in_;  // client bytes not yet used
   std::size_t head_parsed_ = 0;   // bytes of in_ the parser has seen
   std::optional<RequestParser> parser_;  // a fresh one per message
   std::string client_out_;        // head, framing or reply bytes for the client

@@ -83,6 +83,23 @@ TEST_F(RequestFaults, QueuedPostTimesOutWith503) {
   EXPECT_TRUE(proxy_.running());
 }
 
+// While a request waits in the queue, frontdoor reads ahead to notice a
+// client that leaves. A 503 that consumes the (complete) body keeps the
+// connection; the next request, read by that same pending read, must be
+// parsed where it landed. With a buffer that rewinds on a full consume, it
+// was read at the old offset and parsed as garbage (400): soak --outage.
+TEST_F(RequestFaults, RequestAfterAQueuedPostsTimeoutIsParsedWhole) {
+  setup_initializing();
+  TcpClient c(proxy_.proxy_port(), 3s);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(c.send(json_post("/ep1/v1/completions", token_)));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << "no answer to queued POST " << i;
+    EXPECT_TRUE(IsNoWorkerReady(*r)) << "request " << i << ": " << r->raw;
+  }
+  EXPECT_EQ(worker_.heads_received(), 0u);
+}
+
 // Two GETs sent in one go while the first waits in the queue: no read is
 // armed (bytes are pending), the same path as a body.
 TEST_F(RequestFaults, PipelinedGetsWhileQueuedEachGet503) {
