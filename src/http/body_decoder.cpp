@@ -32,14 +32,17 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
       case State::size: {
         int v = hex_value(c);
         if (v >= 0) {
-          if (++digits_ > 16) return fail();  // would overflow 64 bits
+          saw_digit_ = true;
+          if ((remaining_ != 0 || v != 0) && ++digits_ > 16) return fail();  // would overflow 64 bits
           remaining_ = (remaining_ << 4) | static_cast<unsigned>(v);
-        } else if (digits_ == 0) {
+        } else if (!saw_digit_) {
           return fail();
         } else if (c == '\r') {
           state_ = State::size_lf;
-        } else if (c == ';' || c == ' ' || c == '\t') {
+        } else if (c == ';') {
           state_ = State::ext;  // chunk-ext, ignored (RFC 9112 §7.1.1)
+        } else if (c == ' ' || c == '\t') {
+          state_ = State::size_ws;  // BWS before ";"
         } else {
           return fail();
         }
@@ -47,6 +50,15 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
         ++i;
         break;
       }
+      case State::size_ws:
+        if (c == ';') {
+          state_ = State::ext;
+        } else if (c != ' ' && c != '\t') {
+          return fail();  // only whitespace, then ";", may follow the size
+        }
+        if (++line_ > limits_.max_line) return fail();
+        ++i;
+        break;
       case State::ext:
         if (c == '\r') {
           state_ = State::size_lf;
@@ -61,6 +73,7 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
         ++i;
         line_ = 0;
         digits_ = 0;
+        saw_digit_ = false;
         state_ = remaining_ == 0 ? State::trailer : State::data;
         break;
       case State::data: {
@@ -86,10 +99,14 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
         break;
       case State::trailer:
         if (c == '\r') {
+          // A field line needs its name and ':' (RFC 9110 §5); the empty
+          // line ends the section.
+          if (trailer_line_ != 0 && !trailer_colon_) return fail();
           state_ = State::trailer_lf;
-        } else if (!field_byte(c)) {
-          return fail();
+        } else if (!field_byte(c) || (trailer_line_ == 0 && (c == ' ' || c == '\t' || c == ':'))) {
+          return fail();  // a control, obs-fold, or an empty name
         } else {
+          if (c == ':') trailer_colon_ = true;
           ++trailer_line_;
         }
         if (++trailer_bytes_ > limits_.max_trailers) return fail();
@@ -106,6 +123,7 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
           return r;
         }
         trailer_line_ = 0;
+        trailer_colon_ = false;
         state_ = State::trailer;
         break;
       case State::done:

@@ -238,7 +238,10 @@ void Session::read_client_soon() {
   client_read_pending_ = true;
   asio::post(ctx_.io(), [self = shared_from_this()] {
     self->client_read_pending_ = false;
-    self->read_client();
+    if (self->phase_ == Phase::linger)
+      self->linger();  // e.g. a drain came meanwhile: the TLS shutdown reads
+    else
+      self->read_client();
   });
 }
 
@@ -368,7 +371,7 @@ void Session::on_sweep(Clock::time_point now) {
         close();
         return;
       }
-      reply(Reason::request_timeout, true);
+      reply(Reason::request_timeout, true);  // SPEC §4: 408, also to a silent connection
       return;
     case Phase::head:
       reply(Reason::request_timeout, true);
@@ -381,8 +384,10 @@ void Session::on_sweep(Clock::time_point now) {
       }
       return;
     case Phase::connecting:
-      // Cancels the connect; on_connected() applies the retry rule.
+      // Cancels the connect; on_connected() applies the retry rule, also
+      // when the connect completed in the same instant.
       if (attempt_ && attempt_->conn) {
+        attempt_->connect_timed_out = true;
         error_code ignored;
         attempt_->conn->socket.close(ignored);
       }
@@ -391,7 +396,7 @@ void Session::on_sweep(Clock::time_point now) {
       if (req_.response_started) {
         core::log::warn("stream idle timeout", {{"request_id", req_.request_id()}});
         end_request(Reason::none, End::idle_timeout);
-      } else if (req_.body_sent || (attempt_ && attempt_->write_pending)) {
+      } else if (attempt_ && (attempt_->request_sent || attempt_->request_aborted || attempt_->write_pending)) {
         // No answer in time, or a worker that stopped reading the body.
         attempt_failed(Reason::worker_timeout);
       } else {
@@ -720,6 +725,7 @@ void Session::start_attempt(lb::WorkerState* worker) {
 }
 
 void Session::on_connected(const std::shared_ptr<Attempt>& a, error_code ec) {
+  if (a->connect_timed_out && !ec) ec = asio::error::timed_out;
   if (ec) {
     // Passive health: a failed fresh connect counts as a failed probe.
     auto* worker = a->worker;
@@ -818,9 +824,9 @@ void Session::drop_attempt(bool recycle) {
 // connection goes back to the pool if the worker keeps it and sent nothing
 // beyond its answer (stray bytes would answer the next request: review L4).
 void Session::settle_connection(Attempt& a) {
-  if (!a.conn || !a.res_read_complete || !req_.body_sent) return;
+  if (!a.conn || !a.res_read_complete || !a.request_sent) return;
   const bool reusable = a.res_framing != Framing::until_eof && a.worker_keep_alive &&
-                        a.in.size() == a.pending_consume && !a.read_pending && !a.write_pending;
+                        a.in.size() == a.res_consume && !a.read_pending && !a.write_pending;
   if (reusable) {
     ++a.conn->exchanges;
     const auto& pool = req_.endpoint->config().pool;
@@ -846,10 +852,10 @@ void Session::release_worker_slot(Attempt& a) {
 // then whatever body has arrived, in one gathered write. Then reads more.
 void Session::pump_request() {
   auto a = attempt_;
-  if (!a || phase_ != Phase::exchange || a->write_pending || req_.body_sent || req_.body_aborted) return;
+  if (!a || phase_ != Phase::exchange || a->write_pending || a->request_sent || a->request_aborted) return;
   std::array<asio::const_buffer, 2> bufs{};  // by value into the write
   std::size_t count = 0;
-  a->pending_consume = 0;
+  a->req_consume = 0;
   bool lock_in = false;
   switch (req_.framing) {
     case Framing::none:
@@ -862,7 +868,7 @@ void Session::pump_request() {
         // body counts as read only then: a write that fails leaves them
         // unread, and the connection must not be kept alive over them.
         bufs[count++] = asio::buffer(in_.data(), k);
-        a->pending_consume = k;
+        a->req_consume = k;
         lock_in = true;
       }
       break;
@@ -871,7 +877,7 @@ void Session::pump_request() {
       // Decoded and re-framed as chunks of our own: the worker never sees
       // the client's framing, extensions or trailers.
       std::size_t produced = 0;
-      while (in_.size() && produced < kRelayChunkMax) {
+      while (!req_.chunked.done() && in_.size() && produced < kRelayChunkMax) {
         auto r = req_.chunked.decode(in_.view());
         if (r.status == http::ChunkedDecoder::Status::error) {
           end_request(Reason::bad_request, End::complete);
@@ -883,12 +889,14 @@ void Session::pump_request() {
           produced += r.data.size();
         }
         in_.consume(r.consumed);
-        if (r.status == http::ChunkedDecoder::Status::done) {
-          a->out.append(kLastChunk);
-          req_.body_done = true;
-          break;
-        }
         if (r.status == http::ChunkedDecoder::Status::need_more) break;
+      }
+      if (req_.chunked.done()) {
+        req_.body_done = true;
+        if (!a->last_chunk_queued) {  // also on a retry of an empty body
+          a->out.append(kLastChunk);
+          a->last_chunk_queued = true;
+        }
       }
       req_.bytes_in = req_.chunked.body_bytes();
       if (req_.chunked.body_bytes() > req_.config->limits.max_body_bytes) {
@@ -907,7 +915,7 @@ void Session::pump_request() {
   }
   if (count == 0) {
     if (req_.body_done) {
-      req_.body_sent = true;
+      a->request_sent = true;
       maybe_complete();
     } else {
       read_client();  // need more body from the client
@@ -936,10 +944,9 @@ void Session::on_request_written(error_code ec, std::size_t n) {
     // The worker stopped reading: often because it answered early (a 413
     // or 401 of its own) and closed. Its answer, if any, is relayed: the
     // upstream read decides (review M1). The rest of the client's body is
-    // discarded and the client connection closed after the answer.
-    a.pending_consume = 0;
-    req_.body_aborted = true;
-    close_after_ = true;
+    // left unread, so the client connection is closed after the answer.
+    a.req_consume = 0;
+    a.request_aborted = true;
     if (a.head_done) {
       maybe_complete();
       return;
@@ -947,20 +954,20 @@ void Session::on_request_written(error_code ec, std::size_t n) {
     read_upstream();  // no-op if already pending; EOF without a head → 502
     return;
   }
+  set_deadline(req_.endpoint->config().timeouts.idle);  // progress, either way
   a.out.clear();
-  if (a.pending_consume) {
-    req_.bytes_in += a.pending_consume;
-    in_.consume(a.pending_consume);
-    req_.remaining -= a.pending_consume;
-    a.pending_consume = 0;
+  if (a.req_consume) {
+    req_.bytes_in += a.req_consume;
+    in_.consume(a.req_consume);
+    req_.remaining -= a.req_consume;
+    a.req_consume = 0;
     if (req_.remaining == 0) req_.body_done = true;
   }
   if (!req_.body_done) {
-    if (!a.head_done) set_deadline(req_.endpoint->config().timeouts.idle);
     pump_request();
     return;
   }
-  req_.body_sent = true;
+  a.request_sent = true;
   if (!a.head_done) set_deadline(req_.endpoint->config().timeouts.first_byte);
   maybe_complete();
 }
@@ -1000,8 +1007,8 @@ void Session::on_upstream_read(error_code ec, std::size_t n) {
       attempt_failed(Reason::worker_unavailable);
       return;
     }
-    if (a.res_framing == Framing::until_eof) {
-      a.res_eof = true;
+    if (a.res_framing == Framing::until_eof && (!ec || ec == asio::error::eof)) {
+      a.res_eof = true;  // only a clean end ends the body; a reset cuts it
       relay_response();
       return;
     }
@@ -1130,7 +1137,7 @@ void Session::relay_response() {
   std::array<asio::const_buffer, 3> bufs{};  // by value into the write
   std::size_t count = 0;
   bool complete = false;
-  a->pending_consume = 0;
+  a->res_consume = 0;
   const bool chunked_out = a->client_framing == Framing::chunked;
   std::string_view data;    // zero-copy: a view into a->in
   std::string_view suffix;  // chunk end and/or last chunk
@@ -1181,7 +1188,7 @@ void Session::relay_response() {
     }
   }
   if (!data.empty()) {
-    a->pending_consume = data.size();
+    a->res_consume = data.size();
     if (chunked_out) {
       append_hex(client_out_, data.size());
       client_out_.append(kCrlf);
@@ -1198,8 +1205,10 @@ void Session::relay_response() {
     // The worker is done: its slot and the key's concurrency slot go back
     // now, before the last bytes are handed to the socket, so the client's
     // next request can never find them taken (issue 8 (a), (c)).
-    if (req_.body_sent || req_.body_aborted) release_worker_slot(*a);
-    release_key_slot();
+    if (a->request_sent || a->request_aborted) {
+      release_worker_slot(*a);
+      release_key_slot();  // the upload too is over
+    }
     settle_connection(*a);
   }
   if (count == 0) {
@@ -1229,10 +1238,10 @@ void Session::on_response_written(error_code ec, std::size_t, bool complete) {
     return;
   }
   client_out_.clear();
-  if (a.pending_consume) {
-    a.in.consume(a.pending_consume);
-    if (a.res_framing == Framing::length) a.res_remaining -= a.pending_consume;
-    a.pending_consume = 0;
+  if (a.res_consume) {
+    a.in.consume(a.res_consume);
+    if (a.res_framing == Framing::length) a.res_remaining -= a.res_consume;
+    a.res_consume = 0;
   }
   if (complete) {
     req_.response_done = true;
@@ -1251,9 +1260,9 @@ void Session::on_response_written(error_code ec, std::size_t, bool complete) {
 void Session::maybe_complete() {
   auto a = attempt_;
   if (!a || !req_.response_done || client_write_pending_) return;
-  if (!req_.body_sent && !req_.body_aborted) return;  // the body is still being relayed
+  if (!a->request_sent && !a->request_aborted) return;  // the body is still being relayed
   if (a->write_pending) return;
-  if (req_.body_aborted) {
+  if (a->request_aborted) {
     // The worker stopped reading our body: its connection cannot be reused,
     // and the client's unread body means we close after discarding at most
     // kDrainLimit of it.
@@ -1261,6 +1270,7 @@ void Session::maybe_complete() {
   }
   settle_connection(*a);  // pooled if the body finished after the response
   drop_attempt();  // releases the slot if still held; closes a connection not pooled
+  release_key_slot();  // if the upload outlasted the response
   log_and_count();
   next_request();
 }
@@ -1326,7 +1336,7 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
   }
   if (!req_.body_done) close_after = true;  // SPEC §4 step 1: unread body
   const bool head_known = parser_ && parser_->is_header_done();
-  const bool keep_alive = !close_after && head_known && req_.keep_alive && !client_eof_ &&
+  const bool keep_alive = !close_after && !close_after_ && head_known && req_.keep_alive && !client_eof_ &&
                           !ctx_.shared().draining.load(std::memory_order_relaxed);
   if (!keep_alive) close_after_ = true;
   release_key_slot();
@@ -1336,6 +1346,14 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
   // answer must not carry a body either (RFC 9110 §9.3.2).
   options.head_request = head_known ? req_.head_method : looks_like_head(in_.view());
   options.http10_client = head_known && req_.http10;
+  // Answers to a key with a rate_limit carry its RateLimit-* lines (SPEC §4
+  // step 5), whatever the reply; `extra_headers` may already be them.
+  std::string headers;
+  if (!req_.rate_headers.empty() && extra_headers.data() != req_.rate_headers.data()) {
+    headers.reserve(req_.rate_headers.size() + extra_headers.size());
+    headers.append(req_.rate_headers).append(extra_headers);
+    extra_headers = headers;
+  }
   http::build_local_reply(reason, req_.request_id(), keep_alive, client_out_, extra_headers, options);
   phase_ = Phase::reply;
   set_deadline(ctx_.runtime()->config->limits.idle_timeout);
@@ -1437,6 +1455,7 @@ void Session::next_request() {
   }
   req_ = Request{};  // fresh per-request state, whole
   fresh_parser();
+  if (client_out_.capacity() > 2 * kReadSize) std::string().swap(client_out_);  // idle connections stay small
   phase_ = Phase::idle;
   set_deadline(ctx_.runtime()->config->limits.idle_timeout);
   if (ctx_.shared().draining.load(std::memory_order_relaxed)) {

@@ -112,7 +112,14 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     std::optional<ResponseParser> parser;
     std::uint64_t bytes_written = 0;  // request bytes the worker accepted
     std::uint64_t bytes_read = 0;     // response bytes received
-    std::size_t pending_consume = 0;  // client bytes in the pending write
+    std::size_t req_consume = 0;  // client bytes (in in_) in the pending write to the worker
+    std::size_t res_consume = 0;  // worker bytes (in `in`) in the pending write to the client
+    // The request on this attempt: every byte written, or refused by the
+    // worker. Per attempt: a retry sends the whole request again.
+    bool request_sent = false;
+    bool request_aborted = false;
+    bool last_chunk_queued = false;
+    bool connect_timed_out = false;
     bool write_issued = false;   // a byte of the request may have reached the worker
     bool write_pending = false;
     bool read_pending = false;
@@ -155,8 +162,6 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     std::uint64_t remaining = 0;  // Framing::length
     http::ChunkedDecoder chunked;
     bool body_done = false;       // every body byte was read from the client
-    bool body_sent = false;       // ... and written to the worker
-    bool body_aborted = false;    // the worker stopped reading it
     bool response_started = false;  // response bytes were handed to the client
     bool response_done = false;     // the whole response was written
     bool logged = false;

@@ -397,6 +397,37 @@ TEST_F(RequestFaults, BadChunkAfterAnEarlyAnswerNeverSplicesA400IntoIt) {
 // M1: the worker rejects a large upload at once (413, Connection: close) and
 // closes with the body unread, so frontdoor's pending write fails. The client
 // gets the worker's 413, not a 502 of frontdoor's own.
+// Full duplex: the worker answers 2 MiB as soon as the head arrives and
+// reads the 8 MiB upload meanwhile. Both pumps run at once; each must
+// consume only its own bytes (the first rewrite shared one counter: the
+// client got more bytes than Content-Length said, the worker a corrupted
+// body). The connection then serves the next request.
+TEST_F(RequestFaults, UploadAndEarlyStreamedAnswerRunBothWaysIntact) {
+  Behavior duplex = Behavior::large(2 * kMiB, false);
+  duplex.answer_before_body = true;
+  worker_.on("/duplex", duplex);
+  add_default_endpoint();
+  add_default_key();
+  start();
+  TcpClient c(proxy_.proxy_port(), 10s);
+  const std::size_t size = 8 * kMiB;
+  std::optional<HttpResponse> r;
+  {
+    Uploader up(c, "POST /ep1/duplex HTTP/1.1\r\nHost: client.test\r\n" + auth_line() +
+                       "Content-Length: " + std::to_string(size) + "\r\n\r\n",
+                size);
+    r = c.read_response();
+  }
+  ASSERT_TRUE(r) << "no answer";
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), 2 * kMiB);
+  EXPECT_TRUE(r->body == pattern_bytes(2 * kMiB)) << "the answer was altered";
+  ASSERT_TRUE(c.send(build_request("GET", "/ep1/after", auth_headers())));
+  auto next = c.read_response();
+  ASSERT_TRUE(next) << "the connection did not survive the exchange";
+  EXPECT_EQ(next->status, 200) << next->raw.substr(0, 300);
+}
+
 TEST_F(RequestFaults, EarlyRejectionOfAnUploadIsRelayedNot502) {
   Behavior reject = Behavior::fixed(413, R"({"detail":"request too large"})",
                                     {{"Content-Type", "application/json"}});

@@ -223,6 +223,37 @@ TEST_F(RetryTest, GetIsNotRetriedAfterAResponseByte) {
   EXPECT_EQ(partial, 1u);
 }
 
+// A GET on a reused pooled connection that the worker closes after reading
+// it, before any response byte, is retried on the other worker (SPEC §4
+// step 7), and the retry really sends the request: the first rewrite kept
+// "request sent" per request, not per attempt, and the retry wrote nothing
+// (a 504 after timeouts.idle).
+TEST_F(RetryTest, GetClosedOnAReusedConnectionIsResentOnTheRetry) {
+  FakeWorker other;
+  worker_.on("/reset", Behavior::close_without_answer());
+  other.on("/reset", Behavior::fixed(200, "from other"));
+  EndpointSpec spec{.workers = {worker_.url(), other.url()},
+                    .idle = "3s",
+                    .health_interval = "10s",
+                    .retries = 1};
+  add_default_endpoint(spec);
+  add_default_key();
+  proxy_.config().threads = 1;  // one connection pool
+  start();
+  ASSERT_EQ(get("/ep1/warm").status, 200);  // round_robin: one pooled connection to each
+  ASSERT_EQ(get("/ep1/warm").status, 200);
+  const int accepted = worker_.connections_accepted() + other.connections_accepted();
+  auto r = get("/ep1/reset");
+  EXPECT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body, "from other");
+  EXPECT_EQ(worker_.connections_accepted() + other.connections_accepted(), accepted)
+      << "both tries were meant to go on pooled connections";
+  std::size_t resets = 0;
+  for (auto* w : {&worker_, &other})
+    for (const auto& req : w->requests()) resets += req.target == "/reset";
+  EXPECT_EQ(resets, 2u);
+}
+
 // A GET reset before any response byte on a fresh connection is not one of
 // the retry cases either (it was written to a worker, on no reused
 // connection): 502, seen by one worker once.

@@ -52,7 +52,7 @@ class ChunkedDecoder {
   std::uint64_t body_bytes() const noexcept { return body_bytes_; }
 
  private:
-  enum class State : std::uint8_t { size, ext, size_lf, data, data_cr, data_lf, trailer, trailer_lf, done, error };
+  enum class State : std::uint8_t { size, size_ws, ext, size_lf, data, data_cr, data_lf, trailer, trailer_lf, done, error };
 
   Limits limits_{};
   State state_ = State::size;
@@ -60,7 +60,9 @@ class ChunkedDecoder {
   std::size_t line_ = 0;         // bytes of the current size line so far
   std::size_t trailer_bytes_ = 0;
   std::size_t trailer_line_ = 0;  // bytes of the current trailer line so far
-  std::uint8_t digits_ = 0;
+  std::uint8_t digits_ = 0;      // significant hex digits (leading zeros do not count)
+  bool saw_digit_ = false;
+  bool trailer_colon_ = false;  // the current trailer line has its ':'
   std::uint64_t body_bytes_ = 0;
 };
 

@@ -61,7 +61,8 @@ TEST(ChunkedDecoder, UpperAndLowerHexAndLeadingZeros) {
 TEST(ChunkedDecoder, RejectsMalformedFraming) {
   for (std::string bad : {"\r\n", "g\r\n", "5\nhello\r\n0\r\n\r\n", "5\r\nhelloX\r\n", "5\r\nhello\n0\r\n\r\n",
                           "12345678901234567\r\n", "5\r\r\n", "5;a\x01\r\n", "0\r\nX: a\nb\r\n\r\n",
-                          "0\r\nX: \x7f\r\n\r\n", "-1\r\n", "5 x\x01\r\n"}) {
+                          "0\r\nX: \x7f\r\n\r\n", "-1\r\n", "5 x\x01\r\n", "5 junk\r\n",
+                          "0\r\nNoColon\r\n\r\n", "0\r\nX: a\r\n folded\r\n\r\n", "0\r\n: v\r\n\r\n"}) {
     auto d = run(bad, 1);
     EXPECT_EQ(d.status, Status::error) << testing::PrintToString(bad);
   }
@@ -88,6 +89,11 @@ TEST(ChunkedDecoder, TrailerSectionIsLimited) {
   wire += "\r\n";
   EXPECT_EQ(run(wire, 5, {.max_line = 4096, .max_trailers = 1024}).status, Status::error);
   EXPECT_EQ(run(wire, 5, {.max_line = 4096, .max_trailers = 8192}).status, Status::done);
+}
+
+TEST(ChunkedDecoder, WhitespaceBeforeAnExtensionAndLeadingZeros) {
+  EXPECT_EQ(run("5 \t; a=b\r\nhello\r\n0\r\n\r\n", 1).body, "hello");
+  EXPECT_EQ(run("00000000000000000005\r\nhello\r\n0\r\n\r\n", 3).status, Status::done);
 }
 
 TEST(ChunkedDecoder, DigitsBeyondSixtyFourBitsAreRefused) {
