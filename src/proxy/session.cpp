@@ -424,6 +424,14 @@ void Session::on_drain() {
   if (phase_ == Phase::idle || (phase_ == Phase::first_head && in_.size() == 0)) linger();
 }
 
+void Session::on_shutdown() {
+  auto keep = shared_from_this();
+  if (req_.active && !req_.logged)
+    end_request(Reason::none, End::shutdown);  // logs, leaves the queue, closes
+  else
+    close();
+}
+
 // ---------------------------------------------------------------------------
 // Phase 1: read and check the request head
 // ---------------------------------------------------------------------------

@@ -80,6 +80,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   // alive for its whole run (nothing is destroyed inside its own call).
   void on_sweep(Clock::time_point now) override;
   void on_drain() override;
+  void on_shutdown() override;
 
  private:
   using error_code = boost::system::error_code;

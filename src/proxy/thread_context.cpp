@@ -29,6 +29,16 @@ void ThreadContext::shutdown() {
   boost::system::error_code ignored;
   sweep_timer_.cancel();
   io_.stop();
+  // Requests still in progress are cut and logged (SPEC §6), while the
+  // context is whole; a session may go away here, never another one.
+  for (Sweepable* s = sessions_; s;) {
+    Sweepable* next = s->next_;
+    try {
+      s->on_shutdown();
+    } catch (...) {
+    }
+    s = next;
+  }
   io_.destroy_pending();
   for (auto& [address, pool] : pools_)
     for (auto& c : pool.idle) c->socket.close(ignored);

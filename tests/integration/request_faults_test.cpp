@@ -687,6 +687,26 @@ TEST_F(AccessLogEnds, StreamIdleTimeoutIsLoggedAsIdleTimeout) {
 }
 
 // SPEC §6: "streams cut then are logged".
+// A request still waiting in the queue when shutdown_grace ends is cut and
+// logged too. It and its waiter hold each other, so only the shutdown hook
+// ends them (else LeakSanitizer sees the pair at exit, and no line).
+TEST_F(AccessLogEnds, QueuedRequestAtTheEndOfShutdownGraceIsLoggedAsShutdown) {
+  proxy_.set_limit("shutdown_grace", "500ms");
+  setup_initializing("30s");
+  TcpClient c(proxy_.proxy_port());
+  ASSERT_TRUE(c.send(build_request("GET", "/ep1/q", with_id("m2-queued"))));
+  ASSERT_TRUE(wait_queue_length(1, kWait));
+  ASSERT_TRUE(proxy_.send_signal(SIGTERM));
+  ASSERT_EQ(proxy_.wait_exit(5s), 0);
+  proxy_.wait_for_access_log_line([](const boost::json::object&) { return false; }, 1, 2s);  // stdout closes
+  std::vector<boost::json::object> lines;
+  for (auto& o : proxy_.access_log())
+    if (json_str(o, "request_id") == "m2-queued") lines.push_back(std::move(o));
+  ASSERT_EQ(lines.size(), 1u) << proxy_.stdout_text();
+  EXPECT_EQ(json_int(lines[0], "status"), 503);
+  EXPECT_EQ(json_str(lines[0], "error"), "shutdown");
+}
+
 TEST_F(AccessLogEnds, StreamCutAtTheEndOfShutdownGraceIsLoggedAsShutdown) {
   proxy_.set_limit("shutdown_grace", "500ms");
   add_default_endpoint();

@@ -50,6 +50,10 @@ class Sweepable {
   virtual void on_sweep(Clock::time_point now) = 0;
   // Shutdown began: close now if nothing is in flight.
   virtual void on_drain() {}
+  // The thread stopped for good (the end of shutdown_grace): end whatever is
+  // in progress now, logging it, and drop every reference that is not a
+  // pending handler's (a queued request and its waiter hold each other).
+  virtual void on_shutdown() {}
 
  private:
   friend class ThreadContext;
