@@ -222,6 +222,16 @@ bool EndpointState::cancel(Waiter& waiter) {
   return true;
 }
 
+EndpointState::ProbeSlot EndpointState::take_probe_slot(WorkerState& w) {
+  auto& l = *live_;
+  const auto max = l.max_concurrency.load();
+  if (max == 0) return ProbeSlot::no_limit;
+  std::lock_guard lock(l.mutex);
+  if (w.in_flight.load() >= max) return ProbeSlot::busy;
+  w.in_flight.fetch_add(1);
+  return ProbeSlot::taken;
+}
+
 void EndpointState::release(WorkerState& w) {
   auto& l = *live_;
   // The decrement comes first and both loads after it (all sequentially

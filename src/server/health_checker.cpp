@@ -29,6 +29,11 @@ struct HealthChecker::Prober : std::enable_shared_from_this<Prober> {
 
   void probe() {
     if (stopped) return;
+    // A worker at its max_concurrency is serving: probing it would be one
+    // request too many (issue 8 (c)); its requests are the health signal.
+    const auto slot = endpoint.take_probe_slot(worker);
+    if (slot == lb::EndpointState::ProbeSlot::busy) return next_round();
+    holding_slot = slot == lb::EndpointState::ProbeSlot::taken;
     const auto& h = endpoint.config().health;
     buffer.clear();
     parser.emplace();
@@ -54,6 +59,10 @@ struct HealthChecker::Prober : std::enable_shared_from_this<Prober> {
     beast::error_code ignored;
     stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     stream.close();
+    if (holding_slot) {
+      holding_slot = false;
+      endpoint.release(worker);
+    }
     if (stopped) return;
     auto before = worker.health.load();
     auto after = endpoint.record(worker, result);
@@ -66,7 +75,11 @@ struct HealthChecker::Prober : std::enable_shared_from_this<Prober> {
                                                {"to", lb::to_string(after)},
                                                {"probe", detail}});
     }
-    if (on_first) {
+    next_round();
+  }
+
+  void next_round() {
+    if (on_first) {  // a busy worker counts as probed: it is serving
       auto f = std::move(on_first);
       on_first = nullptr;
       f();
@@ -92,6 +105,7 @@ struct HealthChecker::Prober : std::enable_shared_from_this<Prober> {
   std::string request;
   std::function<void()> on_first;
   bool stopped = false;
+  bool holding_slot = false;  // a max_concurrency slot taken for this probe
 };
 
 HealthChecker::HealthChecker(asio::io_context& io, std::shared_ptr<const lb::Runtime> runtime)

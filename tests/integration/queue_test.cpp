@@ -209,3 +209,31 @@ TEST_F(QueueTest, WaitingRequestGoesToAWorkerThatRecovers) {
 
 }  // namespace
 }  // namespace frontdoor::test
+
+namespace frontdoor::test {
+namespace {
+
+// Issue 8 (c): a worker that serves one request at a time (max_concurrency
+// 1) saw two at once: a health probe beside a request. A probe now takes
+// the slot like a request, or is skipped while the worker is busy. This
+// worker records its probes as requests, so max_in_flight counts them.
+TEST_F(QueueTest, AProbeNeverRunsBesideARequestOnAOneAtATimeWorker) {
+  worker_.set_health_path("");  // probes are recorded and counted in flight
+  worker_.on("/slow", held(300ms, "slow"));
+  add_default_endpoint({.health_interval = "50ms", .max_concurrency = 1});
+  add_default_key();
+  start();
+  for (int i = 0; i < 4; ++i) {
+    auto r = proxy_.request("GET", "/ep1/slow", auth_headers(), "", kWait);
+    EXPECT_EQ(r.status, 200) << r.raw;
+    // Let a probe in between (it waits for the slot), then go again.
+    ASSERT_TRUE(worker_.wait_for_requests(worker_.request_count() + 1, kWait));
+  }
+  std::size_t probes = 0;
+  for (const auto& req : worker_.requests()) probes += req.target == "/ping";
+  EXPECT_GE(probes, 4u) << "premise: probes ran between the requests";
+  EXPECT_EQ(worker_.max_in_flight(), 1);
+}
+
+}  // namespace
+}  // namespace frontdoor::test

@@ -118,6 +118,12 @@ class EndpointState {
   // Ends a request on `w`: frees its slot and hands it to the oldest waiter.
   // `w` may belong to an older configuration of this endpoint.
   void release(WorkerState& w);
+  // A health probe on a worker of an endpoint with max_concurrency: it takes
+  // a slot like a request (a worker that serves one request at a time must
+  // never see a probe beside one), or is skipped while the worker is full.
+  // no_limit: nothing taken; taken: release() it after the probe.
+  enum class ProbeSlot { no_limit, taken, busy };
+  ProbeSlot take_probe_slot(WorkerState& w);
   // A probe or a failed connect. Returns the new state.
   WorkerHealth record(WorkerState& w, ProbeResult result);
 
