@@ -113,6 +113,12 @@ boost::json::value endpoints_json(const lb::Runtime& rt) {
                                             {"state", lb::to_string(w->health.load())},
                                             {"in_flight", n}});
     }
+    // Workers a reload removed, still finishing their requests (SPEC §4).
+    for (const auto& d : e->draining_workers()) {
+      in_flight += d.in_flight;
+      workers.push_back(boost::json::object{
+          {"url", d.url}, {"address", d.address_text}, {"state", "draining"}, {"in_flight", d.in_flight}});
+    }
     const char* balance = c.balance == config::Balance::round_robin         ? "round_robin"
                           : c.balance == config::Balance::least_outstanding ? "least_outstanding"
                                                                             : "power_of_two";
@@ -198,6 +204,12 @@ std::string metrics_text(proxy::Shared& shared) {
       for (std::string_view s : {"initializing", "ready", "unhealthy", "draining"})
         out += "frontdoor_worker_state{" + labels + ",state=\"" + std::string(s) + "\"} " + (s == state ? "1" : "0") + "\n";
       in_flight += "frontdoor_worker_in_flight{" + labels + "} " + std::to_string(w->in_flight.load()) + "\n";
+    }
+    for (const auto& d : e->draining_workers()) {
+      auto labels = "endpoint=\"" + ep + "\",worker=\"" + label(d.address_text) + "\"";
+      for (std::string_view s : {"initializing", "ready", "unhealthy", "draining"})
+        out += "frontdoor_worker_state{" + labels + ",state=\"" + std::string(s) + "\"} " + (s == "draining" ? "1" : "0") + "\n";
+      in_flight += "frontdoor_worker_in_flight{" + labels + "} " + std::to_string(d.in_flight) + "\n";
     }
     queue += "frontdoor_queue_length{endpoint=\"" + ep + "\"} " + std::to_string(e->queue_length()) + "\n";
   }

@@ -265,6 +265,13 @@ TEST_F(ReloadInflightTest, RemovedWorkerFinishesItsRequest) {
   ASSERT_TRUE(sighup_and_wait());
   auto after = get("/ep1/after");
   EXPECT_EQ(after.status, 200) << after.raw;
+  // Listed as draining, with its request, until that request ends (SPEC §4).
+  auto ep = endpoint_status(proxy_, admin_token_, "ep1");
+  ASSERT_TRUE(ep);
+  auto gone = worker_status(*ep, worker_.authority());
+  ASSERT_TRUE(gone) << "the removed worker is not listed";
+  EXPECT_EQ(json_str(*gone, "state"), "draining");
+  EXPECT_EQ(json_int(*gone, "in_flight"), 1);
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
