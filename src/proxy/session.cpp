@@ -1216,6 +1216,7 @@ void Session::relay_response() {
     if (a->request_sent || a->request_aborted) {
       release_worker_slot(*a);
       release_key_slot();  // the upload too is over
+      count_request();
     }
     settle_connection(*a);
   }
@@ -1367,6 +1368,7 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
   set_deadline(ctx_.runtime()->config->limits.idle_timeout);
   client_write_pending_ = true;
   req_.response_started = true;
+  count_request();
   asio::async_write(client_, asio::buffer(client_out_), [self = shared_from_this()](error_code ec, std::size_t n) {
     self->client_write_pending_ = false;
     if (self->phase_ == Phase::closed) return;
@@ -1386,13 +1388,22 @@ void Session::on_reply_written(error_code ec, std::size_t n) {
   next_request();
 }
 
-void Session::log_and_count() {
-  if (req_.logged) return;
-  req_.logged = true;
+// Counted before the last bytes are handed to the socket (a client that
+// has its answer and then scrapes /metrics must find it there), or at the
+// end for a request that ends otherwise.
+void Session::count_request() {
+  if (req_.counted) return;
+  req_.counted = true;
   const auto now = Clock::now();
   const bool routed = req_.endpoint != nullptr;
   ctx_.metrics().record(routed ? std::string_view(req_.route.endpoint) : std::string_view(), req_.status,
                         now - (req_.started == Clock::time_point{} ? now : req_.started));
+}
+
+void Session::log_and_count() {
+  if (req_.logged) return;
+  req_.logged = true;
+  count_request();
   log_access();
 }
 

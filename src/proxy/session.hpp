@@ -166,6 +166,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     bool response_started = false;  // response bytes were handed to the client
     bool response_done = false;     // the whole response was written
     bool logged = false;
+    bool counted = false;  // in the metrics: as the last byte goes out, or when logged
     bool active = false;  // between its head and its end
     bool head_method = false;
     bool http10 = false;
@@ -223,6 +224,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void end_request(core::Reason reason, End end, std::string_view extra_headers = {});
   void reply(core::Reason reason, bool close_after, std::string_view extra_headers = {});
   void on_reply_written(error_code ec, std::size_t n);
+  void count_request();  // the metrics sample, once
   void log_and_count();
   void log_access();
   void next_request();
