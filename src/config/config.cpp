@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -677,6 +678,25 @@ class Loader {
   std::string resolve_error_;
 };
 
+// Counts the documents of a stream; where the second one starts.
+struct DocumentCounter : YAML::EventHandler {
+  int documents = 0;
+  int second_line = 0;
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++documents == 2) second_line = mark.line + 1;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 std::string read_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   const auto fail = [&](int err) {
@@ -730,11 +750,18 @@ std::shared_ptr<const Config> load_config(const std::string& path) {
   Problems problems(path);
   YAML::Node root;
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(text);
-    if (docs.size() > 1) {
-      problems.add(detail::line_of(docs[1]), "", "expected a single YAML document");
+    // Not YAML::LoadAll: yaml-cpp 0.7's never returns on some malformed
+    // streams (a stray ",": jbeder/yaml-cpp#1040, fixed in 0.8 by #1319),
+    // appending empty documents until memory runs out, which would take a
+    // reload down with it. The first document, then at most one more step
+    // of the parser to find a second.
+    root = YAML::Load(text);
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    for (int i = 0; i < 2 && parser.HandleNextDocument(counter); ++i) {
     }
-    if (!docs.empty()) root = docs.front();
+    if (counter.documents > 1) problems.add(counter.second_line, "", "expected a single YAML document");
   } catch (const YAML::Exception& e) {
     problems.add(e.mark.is_null() ? 0 : e.mark.line + 1, "", "invalid YAML: " + e.msg);
     throw ConfigError(problems.joined());

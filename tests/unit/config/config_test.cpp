@@ -811,7 +811,7 @@ bogus: 1
 
 TEST_F(ConfigTest, SeveralDocumentsAreRefused) {
   EXPECT_EQ(error_of(std::string(kListener) + "---\n" + kListener),
-            expected({":3: expected a single YAML document"}));
+            expected({":2: expected a single YAML document"}));  // the second document's "---"
 }
 
 TEST(Cidr, ContainsIpv4) {
