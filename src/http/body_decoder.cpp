@@ -28,6 +28,9 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
   };
   while (i < in.size()) {
     const auto c = static_cast<unsigned char>(in[i]);
+    // The chunk-size line, extensions and its CR, is bounded as a whole.
+    if ((state_ == State::size || state_ == State::size_ws || state_ == State::ext) && ++line_ > limits_.max_line)
+      return fail();
     switch (state_) {
       case State::size: {
         int v = hex_value(c);
@@ -46,7 +49,6 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
         } else {
           return fail();
         }
-        if (++line_ > limits_.max_line) return fail();
         ++i;
         break;
       }
@@ -56,7 +58,6 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
         } else if (c != ' ' && c != '\t') {
           return fail();  // only whitespace, then ";", may follow the size
         }
-        if (++line_ > limits_.max_line) return fail();
         ++i;
         break;
       case State::ext:
@@ -65,7 +66,6 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in) noexcept {
         } else if (!field_byte(c)) {
           return fail();
         }
-        if (++line_ > limits_.max_line) return fail();
         ++i;
         break;
       case State::size_lf:

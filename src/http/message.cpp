@@ -198,9 +198,6 @@ HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
     return r;
   };
   auto target = std::string_view(head.target().data(), head.target().size());
-  // RFC 9110 §6.2: we speak HTTP/1.1 (and answer 1.0); Beast reads any
-  // single-digit version, so HTTP/2.0 in an HTTP/1 request line lands here.
-  if (head.version() != 10 && head.version() != 11) return fail(Reason::http_version_not_supported);
   if (target.size() > max_uri_bytes) return fail(Reason::uri_too_long);
   // RFC 3986: a request-target is visible ASCII; raw bytes above 0x7E (or
   // controls) would reach the worker as a malformed request line.

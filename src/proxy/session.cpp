@@ -52,6 +52,7 @@ constexpr std::size_t kDrainLimit = 64 * 1024;         // SPEC §4 step 1
 constexpr auto kLingerTime = std::chrono::seconds(2);  // bound on a graceful close
 constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
+constexpr std::string_view kCrlfLastChunk = "\r\n0\r\n\r\n";
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // 503 no_worker_ready: a worker may free up or turn ready at any moment.
 constexpr std::string_view kRetryAfter = "Retry-After: 1\r\n";
@@ -159,15 +160,9 @@ Session::Session(ThreadContext& ctx, asio::ip::tcp::socket socket, const Listene
 Session::~Session() {
   // Normally everything is released by end_request()/close() already; this
   // is the last line of defence, so that no slot ever leaks.
+  // (A request still in progress at exit was ended and logged by
+  // on_shutdown() before the thread context destroyed its handlers.)
   if (phase_ != Phase::closed) ctx_.remove(this);
-  if (req_.active && !req_.logged) {
-    // Only at exit: the thread context destroys the handlers that own a
-    // session still in a request, at the end of shutdown_grace (SPEC §6:
-    // streams cut then are logged).
-    req_.end = End::shutdown;
-    if (!req_.response_started) req_.status = cut_status(End::shutdown);
-    log_and_count();
-  }
   leave_queue();
   drop_attempt(false);
   release_key_slot();
@@ -523,11 +518,11 @@ void Session::on_request_head(std::size_t head_size) {
   auto outcome = authenticate_and_route();
   ctx_.metrics().record_outcome(outcome);
   if (outcome != Reason::none) {
-    reply(outcome, false, req_.rate_headers);
+    reply(outcome, false);
     return;
   }
   if (req_.head.content_length && *req_.head.content_length > config.limits.max_body_bytes) {
-    reply(Reason::payload_too_large, true, req_.rate_headers);
+    reply(Reason::payload_too_large, true);
     return;
   }
   begin_proxy();
@@ -618,11 +613,7 @@ void Session::begin_proxy() {
                       [self = shared_from_this()](error_code ec, std::size_t) {
                         self->client_write_pending_ = false;
                         if (self->phase_ == Phase::closed) return;
-                        if (ec) {
-                          self->end_request(Reason::none, End::client_closed);
-                          return;
-                        }
-                        if (self->client_eof_) {
+                        if (ec || self->client_eof_) {
                           self->end_request(Reason::none, End::client_closed);
                           return;
                         }
@@ -644,21 +635,19 @@ void Session::acquire_worker() {
     start_attempt(w);
     return;
   }
-  // No ready worker with a free slot: wait in the endpoint's queue. The
-  // grant names its waiter, so a late grant for an abandoned wait is
-  // recognised and its slot passed on.
+  // No ready worker with a free slot: wait in the endpoint's queue. While
+  // queued, the waiter's grant function holds the session (and the session
+  // the waiter); on_granted() or leave_queue() ends that.
   auto waiter = std::make_shared<lb::Waiter>();
   waiter->io = &ctx_.io();
   waiter->avoid = req_.failed_worker;
   waiter->on_grant = [self = shared_from_this()](lb::WorkerState* worker) { self->on_granted(worker); };
   auto admitted = endpoint->admit(waiter, ctx_.random());
   switch (admitted.admission) {
-    case lb::EndpointState::Admission::granted:
-      waiter->on_grant = nullptr;  // breaks the session ↔ waiter cycle
+    case lb::EndpointState::Admission::granted:  // the local waiter goes with this scope
       start_attempt(admitted.worker);
       return;
     case lb::EndpointState::Admission::queue_full:
-      waiter->on_grant = nullptr;
       end_request(Reason::no_worker_ready, End::complete, kRetryAfter);
       return;
     case lb::EndpointState::Admission::queued:
@@ -790,7 +779,7 @@ void Session::send_request_head() {
 void Session::attempt_failed(Reason reason) {
   auto a = attempt_;
   if (!a) return;
-  const bool body_touched = req_.bytes_in > 0 || req_.chunked.body_bytes() > 0;
+  const bool body_touched = req_.bytes_in > 0;  // body bytes that left in_ for good
   const bool nothing_written = !a->write_issued;
   const bool nothing_received = a->bytes_read == 0;
   const bool connect_or_unwritten = nothing_written && reason == Reason::worker_unavailable;
@@ -861,24 +850,18 @@ void Session::release_worker_slot(Attempt& a) {
 void Session::pump_request() {
   auto a = attempt_;
   if (!a || phase_ != Phase::exchange || a->write_pending || a->request_sent || a->request_aborted) return;
-  std::array<asio::const_buffer, 2> bufs{};  // by value into the write
-  std::size_t count = 0;
   a->req_consume = 0;
-  bool lock_in = false;
+  std::string_view body;  // zero-copy: client bytes still in in_
   switch (req_.framing) {
     case Framing::none:
     case Framing::until_eof:
       break;
     case Framing::length: {
-      auto k = static_cast<std::size_t>(std::min<std::uint64_t>(req_.remaining, in_.size()));
-      if (k) {
-        // Zero-copy: the bytes stay in in_ until the write is done, and the
-        // body counts as read only then: a write that fails leaves them
-        // unread, and the connection must not be kept alive over them.
-        bufs[count++] = asio::buffer(in_.data(), k);
-        a->req_consume = k;
-        lock_in = true;
-      }
+      // Zero-copy: the bytes stay in in_ until the write is done, and the
+      // body counts as read only then: a write that fails leaves them
+      // unread, and the connection must not be kept alive over them.
+      body = in_.view().substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(req_.remaining, in_.size())));
+      a->req_consume = body.size();
       break;
     }
     case Framing::chunked: {
@@ -916,11 +899,11 @@ void Session::pump_request() {
       break;
     }
   }
-  if (!a->out.empty()) {
-    bufs[count > 0 ? 1 : 0] = bufs[0];
-    bufs[0] = asio::buffer(a->out);
-    ++count;
-  }
+  std::array<asio::const_buffer, 2> bufs{};  // by value into the write
+  std::size_t count = 0;
+  if (!a->out.empty()) bufs[count++] = asio::buffer(a->out);
+  if (!body.empty()) bufs[count++] = asio::buffer(body.data(), body.size());
+  const bool lock_in = !body.empty();
   if (count == 0) {
     if (req_.body_done) {
       a->request_sent = true;
@@ -945,9 +928,8 @@ void Session::pump_request() {
   });
 }
 
-void Session::on_request_written(error_code ec, std::size_t n) {
+void Session::on_request_written(error_code ec, std::size_t) {
   auto& a = *attempt_;
-  a.bytes_written += n;
   if (ec) {
     // The worker stopped reading: often because it answered early (a 413
     // or 401 of its own) and closed. Its answer, if any, is relayed: the
@@ -1200,7 +1182,7 @@ void Session::relay_response() {
     if (chunked_out) {
       append_hex(client_out_, data.size());
       client_out_.append(kCrlf);
-      suffix = complete ? "\r\n0\r\n\r\n" : kCrlf;
+      suffix = complete ? kCrlfLastChunk : kCrlf;
     }
   } else if (complete && chunked_out && a->res_framing != Framing::chunked) {
     suffix = kLastChunk;
@@ -1356,9 +1338,9 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
   options.head_request = head_known ? req_.head_method : looks_like_head(in_.view());
   options.http10_client = head_known && req_.http10;
   // Answers to a key with a rate_limit carry its RateLimit-* lines (SPEC §4
-  // step 5), whatever the reply; `extra_headers` may already be them.
+  // step 5), whatever the reply, before the reply's own lines.
   std::string headers;
-  if (!req_.rate_headers.empty() && extra_headers.data() != req_.rate_headers.data()) {
+  if (!req_.rate_headers.empty()) {
     headers.reserve(req_.rate_headers.size() + extra_headers.size());
     headers.append(req_.rate_headers).append(extra_headers);
     extra_headers = headers;

@@ -111,7 +111,6 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     boost::beast::flat_buffer in;  // bytes from the worker
     std::string out;               // request head or chunk framing for the worker
     std::optional<ResponseParser> parser;
-    std::uint64_t bytes_written = 0;  // request bytes the worker accepted
     std::uint64_t bytes_read = 0;     // response bytes received
     std::size_t req_consume = 0;  // client bytes (in in_) in the pending write to the worker
     std::size_t res_consume = 0;  // worker bytes (in `in`) in the pending write to the client

@@ -20,8 +20,9 @@ using ResponseHead = boost::beast::http::response_header<>;
 // What the strict framing rules (RFC 9112 §6.3, §11) decided about a parsed
 // request head, beyond what Beast's parser already rejects.
 struct HeadCheck {
-  core::Reason reason = core::Reason::none;  // bad_request, uri_too_long, upgrade_not_supported,
-                                             // http_version_not_supported
+  core::Reason reason = core::Reason::none;  // bad_request, uri_too_long, upgrade_not_supported
+  // (a version other than 1.0 or 1.1 is refused by Beast's parser first:
+  // see version_above_http11)
   bool chunked = false;
   std::optional<std::uint64_t> content_length;
   bool expect_continue = false;

@@ -1,6 +1,7 @@
 // The admin key API against a real registry and store (review findings H4,
 // L8): names a store cannot hold as text are refused naming `name`, and a
 // PATCH that conflicts with the key is refused before anything is written.
+#include "../temp_dir.hpp"
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -69,22 +70,7 @@ INSTANTIATE_TEST_SUITE_P(
         NameCase{"e\xcc\x81", true}, NameCase{"\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d", true},
         NameCase{R"(\u200f)", true}, NameCase{R"(\ufffd)", true}, NameCase{R"(\udbff\udffd)", true}));
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "fd_api_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using unit_test::TempDir;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

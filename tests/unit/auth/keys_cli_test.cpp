@@ -1,5 +1,6 @@
 // The CLI lives in fd_server, which this test target does not link; the
 // source is compiled in here directly (it needs only fd_auth and fd_core).
+#include "../temp_dir.hpp"
 #include "../../../src/server/keys_cli.cpp"
 
 #include <gtest/gtest.h>
@@ -16,22 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "fd_cli_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using unit_test::TempDir;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -2,6 +2,7 @@
 // L1, L2, L6, L8): writers never hide each other's changes, every name a
 // store accepts survives a write and a reload exactly, and ids read from a
 // database are checked as the YAML store checks them.
+#include "../temp_dir.hpp"
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -54,22 +55,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "fd_harden_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using unit_test::TempDir;
 
 Key make_key(const std::string& id, const std::string& token) {
   Key k;
