@@ -165,6 +165,11 @@ struct WorkerUrl {
 // Parses "http://HOST[:PORT][/]". On failure returns nullopt and sets `problem`.
 std::optional<WorkerUrl> parse_worker_url(std::string_view text, std::string& problem) {
   problem = std::string(kWorkerExample);
+  // Only "scheme://..." reaches Boost.URL: 1.81 asserts (path_segments,
+  // nseg == 0) on "http:" followed by '?', '#', a space or a non-ASCII
+  // byte (found by fuzz_config_loader), and a worker URL always has "//".
+  const auto colon = text.find(':');
+  if (colon == 0 || colon == std::string_view::npos || text.substr(colon, 3) != "://") return std::nullopt;
   auto parsed = boost::urls::parse_absolute_uri(text);
   if (!parsed) return std::nullopt;
   const boost::urls::url_view& u = *parsed;
@@ -253,7 +258,8 @@ bool is_request_path(std::string_view s) noexcept {
 // carries on, so that one run reports everything wrong with the file.
 class Loader {
  public:
-  Loader(Problems& problems, fs::path dir) : problems_(problems), dir_(std::move(dir)) {}
+  Loader(Problems& problems, Problems& warnings, fs::path dir)
+      : problems_(problems), warnings_(warnings), dir_(std::move(dir)) {}
 
   void load(const Item& root, Config& cfg) {
     MapReader top(
@@ -624,21 +630,20 @@ class Loader {
                       "cannot resolve \"" + url->host + "\": " + resolve_error_);
         continue;
       }
-      // Two URLs may name one address ("localhost:5000", "127.0.0.1:5000"):
-      // that worker would get double weight and its connections one pool.
-      bool duplicate = false;
+      // Two names may resolve to one address ("localhost:5000" and
+      // "127.0.0.1:5000", or two container names mapped to one host). That
+      // address is one worker: listing it twice would double its weight and
+      // share one pool between two health states. Not an error, as nginx and
+      // Envoy accept it, and DNS may briefly say so during a reload.
       for (const tcp::endpoint& address : addresses) {
         auto same = std::find_if(resolved.begin(), resolved.end(), [&](const auto& r) { return r.first == address; });
-        if (same == resolved.end()) continue;
-        std::ostringstream a;
-        a << address;
-        problems_.add(element.line, element.path,
-                      "duplicate worker: resolves to " + a.str() + ", as " + same->second + " does");
-        duplicate = true;
-        break;
-      }
-      if (duplicate) continue;
-      for (const tcp::endpoint& address : addresses) {
+        if (same != resolved.end()) {
+          std::ostringstream a;
+          a << address;
+          warnings_.add(element.line, element.path,
+                        "resolves to " + a.str() + ", as " + same->second + " does: that address is one worker");
+          continue;
+        }
         resolved.emplace_back(address, element.path);
         workers.push_back(Worker{*text, url->authority, address});
       }
@@ -670,6 +675,7 @@ class Loader {
   }
 
   Problems& problems_;
+  Problems& warnings_;  // not errors: Config::warnings
   fs::path dir_;
   std::vector<Bound> bound_;
   // Created on the first DNS name only: most configs use IP literals.
@@ -774,15 +780,17 @@ std::shared_ptr<const Config> load_config(const std::string& path) {
 
   auto cfg = std::make_shared<Config>();
   cfg->path = absolute.string();
+  Problems warnings(path);
   try {
     Item top{root, "", std::max(1, detail::line_of(root))};
-    Loader(problems, absolute.parent_path()).load(top, *cfg);
+    Loader(problems, warnings, absolute.parent_path()).load(top, *cfg);
   } catch (const YAML::Exception& e) {
     // The readers check every type before touching a node, so this is a
     // yaml-cpp corner we did not foresee; still report it against the file.
     problems.add(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
   }
   if (!problems.empty()) throw ConfigError(problems.joined());
+  cfg->warnings = warnings.lines();
   return cfg;
 }
 

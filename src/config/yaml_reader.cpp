@@ -54,16 +54,23 @@ void Problems::add(int line, std::string_view path, std::string_view problem) {
   entries_.push_back(Entry{line, std::move(text)});
 }
 
-std::string Problems::joined() const {
+std::vector<std::string> Problems::lines() const {
   std::vector<const Entry*> sorted;
   sorted.reserve(entries_.size());
   for (const Entry& e : entries_) sorted.push_back(&e);
   std::stable_sort(sorted.begin(), sorted.end(),
                    [](const Entry* a, const Entry* b) { return a->line < b->line; });
+  std::vector<std::string> out;
+  out.reserve(sorted.size());
+  for (const Entry* e : sorted) out.push_back(e->text);
+  return out;
+}
+
+std::string Problems::joined() const {
   std::string out;
-  for (const Entry* e : sorted) {
+  for (const std::string& line : lines()) {
     if (!out.empty()) out += '\n';
-    out += e->text;
+    out += line;
   }
   return out;
 }

@@ -34,6 +34,8 @@ class Problems {
 
   // All problems in file order (by line, then in the order found), one per line.
   std::string joined() const;
+  // The same, one string each.
+  std::vector<std::string> lines() const;
 
  private:
   struct Entry {

@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check) {
+    for (const std::string& w : config->warnings) std::cerr << "warning: " << w << "\n";
     raise_fd_limit(*config, true);
     std::cout << "ok\n";
     return 0;
@@ -114,6 +115,7 @@ int main(int argc, char** argv) {
   core::log::set_level(config::to_log_level(config->log.level));
   raise_fd_limit(*config, false);
   core::log::info("starting", {{"version", FRONTDOOR_VERSION}, {"config", config->path}, {"keys", config->keys.store}});
+  for (const std::string& w : config->warnings) core::log::warn("configuration", {{"warning", w}});
   try {
     return server::run_server(std::move(config), std::move(store));
   } catch (const std::exception& e) {

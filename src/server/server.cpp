@@ -311,6 +311,7 @@ class Server {
     asio::post(admin_io_, [this, runtime] { start_health(runtime); });
     shared_.reloads_ok.fetch_add(1);
     core::log::info("reloaded", {{"config", next->path}, {"keys", std::to_string(registry_->size()), true}});
+    for (const std::string& w : next->warnings) core::log::warn("configuration", {{"warning", w}});
     watched_config_ = file_stamp(next->path);
     return "";
   }

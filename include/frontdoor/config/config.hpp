@@ -153,6 +153,9 @@ struct Config {
   Limits limits;
   Keys keys;
   std::vector<Endpoint> endpoints;  // in file order
+  // What was accepted but is worth a look ("file:line: field: text"), in
+  // file order: --check prints them, start and reload log them.
+  std::vector<std::string> warnings;
 
   // nullptr when no endpoint has that id.
   const Endpoint* find_endpoint(std::string_view id) const noexcept;
