@@ -25,6 +25,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "frontdoor/auth/bearer.hpp"
 #include "frontdoor/auth/decision.hpp"
@@ -186,6 +187,7 @@ void Session::start() {
   phase_ = Phase::first_head;
   set_deadline(ctx_.runtime()->config->limits.header_timeout);  // the TLS handshake counts against it
   if (client_.is_tls()) {
+    tls_ = Tls::handshake;
     client_read_pending_ = true;  // the handshake reads
     client_.async_handshake([self = shared_from_this()](error_code hec) { self->on_handshake(hec); });
     return;
@@ -201,7 +203,7 @@ void Session::on_handshake(error_code ec) {
     close();
     return;
   }
-  handshaken_ = true;
+  tls_ = Tls::established;
   read_client();
 }
 
@@ -216,7 +218,7 @@ void Session::fresh_parser() {
 }
 
 void Session::read_client() {
-  if (client_read_pending_ || client_eof_ || in_writers_ || phase_ == Phase::closed) return;
+  if (client_read_pending_ || keep_ == Keep::gone || in_writers_ || phase_ == Phase::closed) return;
   client_read_pending_ = true;
   client_.async_read_some(in_.prepare(kReadSize), [self = shared_from_this()](error_code ec, std::size_t n) {
     self->on_client_read(ec, n);
@@ -229,7 +231,7 @@ void Session::read_client() {
 // the handler queue instead, it usually finds the next request already
 // there (and is otherwise the same read, so no readiness can be missed).
 void Session::read_client_soon() {
-  if (client_read_pending_ || client_eof_ || phase_ == Phase::closed) return;
+  if (client_read_pending_ || keep_ == Keep::gone || phase_ == Phase::closed) return;
   client_read_pending_ = true;
   asio::post(ctx_.io(), [self = shared_from_this()] {
     self->client_read_pending_ = false;
@@ -251,12 +253,12 @@ void Session::on_client_read(error_code ec, std::size_t n) {
   if (phase_ == Phase::closed) return;
   if (phase_ == Phase::linger) {
     if (!ec && n) in_.commit(n);
-    else if (ec != asio::error::operation_aborted) client_eof_ = true;  // aborted: see linger()
+    else if (ec != asio::error::operation_aborted) keep_ = Keep::gone;  // aborted: see linger()
     linger();
     return;
   }
   if (ec || n == 0) {
-    client_eof_ = true;
+    keep_ = Keep::gone;
     on_client_gone();
     return;
   }
@@ -268,7 +270,7 @@ void Session::on_client_read(error_code ec, std::size_t n) {
       on_head_bytes();
       return;
     case Phase::exchange:
-      if (attempt_ && !req_.body_done) pump_request();
+      if (attempt_ && !req_.body_read()) pump_request();
       return;
     default:  // queued, connecting, continue_100, reply: kept for later
       return;
@@ -299,7 +301,7 @@ void Session::on_client_gone() {
 // is sent, so the client can tell a truncated response (RFC 8446 §6.1).
 void Session::close() {
   if (phase_ == Phase::closed) return;
-  if (req_.active && !req_.logged) {
+  if (req_.in_progress()) {
     end_request(Reason::none, End::client_closed);  // logs, then comes back here
     return;
   }
@@ -329,11 +331,11 @@ void Session::linger() {
   drained_ += in_.size();
   in_.consume(in_.size());
   if (client_.is_tls()) {
-    if (!handshaken_ || client_eof_) {
+    if (tls_ == Tls::handshake || keep_ == Keep::gone) {
       close();
       return;
     }
-    if (tls_shutdown_started_) return;
+    if (tls_ == Tls::shutdown) return;
     if (client_read_pending_) {
       // One read at a time on a TLS stream, and the shutdown reads: the
       // pending read is cancelled, and its handler comes back here.
@@ -341,11 +343,11 @@ void Session::linger() {
       client_.socket().cancel(ignored);
       return;
     }
-    tls_shutdown_started_ = true;
+    tls_ = Tls::shutdown;
     client_.async_shutdown([self = shared_from_this()](error_code) { self->close(); });
     return;
   }
-  if (drained_ >= kDrainLimit || client_eof_) {
+  if (drained_ >= kDrainLimit || keep_ == Keep::gone) {
     close();
     return;
   }
@@ -357,12 +359,12 @@ void Session::on_sweep(Clock::time_point now) {
   // A request that waits for a worker watches its client, so that a
   // disconnect cancels it (a worker may think for minutes). Short requests
   // never pay the extra read.
-  if (phase_ == Phase::queued || (phase_ == Phase::exchange && req_.body_done)) watch_client();
+  if (phase_ == Phase::queued || (phase_ == Phase::exchange && req_.body_read())) watch_client();
   if (now < deadline_) return;
   deadline_ = Clock::time_point::max();
   switch (phase_) {
     case Phase::first_head:
-      if (client_.is_tls() && !handshaken_) {  // no TLS yet to answer in
+      if (tls_ == Tls::handshake) {  // no TLS yet to answer in
         close();
         return;
       }
@@ -379,19 +381,15 @@ void Session::on_sweep(Clock::time_point now) {
       }
       return;
     case Phase::connecting:
-      // Cancels the connect; on_connected() applies the retry rule, also
-      // when the connect completed in the same instant.
-      if (attempt_ && attempt_->conn) {
-        attempt_->connect_timed_out = true;
-        error_code ignored;
-        attempt_->conn->socket.close(ignored);
-      }
+      // A connect that completed in the same instant is too late all the
+      // same: its handler finds the attempt is not current any more.
+      on_connected(asio::error::timed_out);
       return;
     case Phase::exchange:
-      if (req_.response_started) {
+      if (req_.response_started()) {
         core::log::warn("stream idle timeout", {{"request_id", req_.request_id()}});
         end_request(Reason::none, End::idle_timeout);
-      } else if (attempt_ && (attempt_->request_sent || attempt_->request_aborted || attempt_->write_pending)) {
+      } else if (attempt_ && attempt_->upload != Upload::unsent && attempt_->upload != Upload::waiting) {
         // No answer in time, or a worker that stopped reading the body.
         attempt_failed(Reason::worker_timeout);
       } else {
@@ -421,7 +419,7 @@ void Session::on_drain() {
 
 void Session::on_shutdown() {
   auto keep = shared_from_this();
-  if (req_.active && !req_.logged)
+  if (req_.in_progress())
     end_request(Reason::none, End::shutdown);  // logs, leaves the queue, closes
   else
     close();
@@ -467,16 +465,13 @@ void Session::on_head_bytes() {
 }
 
 void Session::on_request_head(std::size_t head_size) {
-  req_.active = true;
+  req_.stage = Stage::started;
   req_.started = Clock::now();
   req_.runtime = ctx_.runtime();
   req_.config = req_.runtime->config.get();
   const auto& config = *req_.config;
   auto raw = std::string_view(in_.data(), head_size);
   const auto& head = parser_->get();
-  req_.head_method = head.method() == bhttp::verb::head;
-  req_.http10 = head.version() < 11;
-  req_.keep_alive = head.keep_alive();
 
   // X-Request-Id: the client's if acceptable, else a new one.
   for (const auto& f : head) {
@@ -507,7 +502,6 @@ void Session::on_request_head(std::size_t head_size) {
     req_.remaining = *req_.head.content_length;
   } else {
     req_.framing = Framing::none;
-    req_.body_done = true;
   }
   if (req_.head.reason != Reason::none) {
     bool close_after = req_.head.reason != Reason::upgrade_not_supported;
@@ -605,7 +599,7 @@ Reason Session::rate_limit(const auth::Key& key, auth::KeyRuntime& rt) {
 void Session::begin_proxy() {
   // RFC 9110 §10.1.1: answer the expectation ourselves once the request is
   // accepted (the worker never sees Expect); a 1.0 client's is ignored.
-  if (req_.head.expect_continue && !req_.http10 && !req_.body_done && in_.size() == 0) {
+  if (req_.head.expect_continue && !http10() && !req_.body_read() && in_.size() == 0) {
     phase_ = Phase::continue_100;
     set_deadline(req_.config->limits.idle_timeout);
     client_write_pending_ = true;
@@ -613,7 +607,7 @@ void Session::begin_proxy() {
                       [self = shared_from_this()](error_code ec, std::size_t) {
                         self->client_write_pending_ = false;
                         if (self->phase_ == Phase::closed) return;
-                        if (ec || self->client_eof_) {
+                        if (ec || self->keep_ == Keep::gone) {
                           self->end_request(Reason::none, End::client_closed);
                           return;
                         }
@@ -692,7 +686,7 @@ void Session::leave_queue() {
 
 void Session::start_attempt(lb::WorkerState* worker) {
   auto a = std::make_shared<Attempt>();
-  a->worker = worker;
+  a->worker = a->slot = worker;
   req_.worker = worker;
   attempt_ = a;
   const auto& ep = req_.endpoint->config();
@@ -708,7 +702,6 @@ void Session::start_attempt(lb::WorkerState* worker) {
   }
   a->in = ctx_.take_buffer();
   if (a->conn) {
-    a->reused = true;
     send_request_head();
     return;
   }
@@ -716,13 +709,17 @@ void Session::start_attempt(lb::WorkerState* worker) {
   phase_ = Phase::connecting;
   set_deadline(ep.timeouts.connect);
   a->conn->socket.async_connect(worker->config.address, [self = shared_from_this(), a](error_code ec) {
-    if (a != self->attempt_) return;
-    self->on_connected(a, ec);
+    if (a != self->attempt_ || self->phase_ != Phase::connecting) return;
+    self->on_connected(ec);
   });
 }
 
-void Session::on_connected(const std::shared_ptr<Attempt>& a, error_code ec) {
-  if (a->connect_timed_out && !ec) ec = asio::error::timed_out;
+// Also called by the sweep with timed_out: the attempt is then dropped,
+// which closes its socket, and the pending connect's handler finds it is
+// not current any more.
+void Session::on_connected(error_code ec) {
+  auto a = attempt_;
+  if (!a) return;
   if (ec) {
     // Passive health: a failed fresh connect counts as a failed probe.
     auto* worker = a->worker;
@@ -780,13 +777,13 @@ void Session::attempt_failed(Reason reason) {
   auto a = attempt_;
   if (!a) return;
   const bool body_touched = req_.bytes_in > 0;  // body bytes that left in_ for good
-  const bool nothing_written = !a->write_issued;
+  const bool nothing_written = a->upload == Upload::unsent;
   const bool nothing_received = a->bytes_read == 0;
   const bool connect_or_unwritten = nothing_written && reason == Reason::worker_unavailable;
   const bool may_retry =
-      req_.attempts <= req_.endpoint->config().retries && !req_.response_started && !body_touched &&
+      req_.attempts <= req_.endpoint->config().retries && !req_.response_started() && !body_touched &&
       (connect_or_unwritten ||
-       (a->reused && nothing_received && reason == Reason::worker_unavailable &&
+       (a->reused() && nothing_received && reason == Reason::worker_unavailable &&
         retryable_method(parser_->get().method())));
   req_.failed_worker = a->worker;
   drop_attempt();
@@ -794,7 +791,7 @@ void Session::attempt_failed(Reason reason) {
     acquire_worker();
     return;
   }
-  end_request(reason, req_.response_started ? End::worker_closed : End::complete);
+  end_request(reason, req_.response_started() ? End::worker_closed : End::complete);
 }
 
 // Abandons the current attempt: its worker slot is released, its
@@ -821,9 +818,9 @@ void Session::drop_attempt(bool recycle) {
 // connection goes back to the pool if the worker keeps it and sent nothing
 // beyond its answer (stray bytes would answer the next request: review L4).
 void Session::settle_connection(Attempt& a) {
-  if (!a.conn || !a.res_read_complete || !a.request_sent) return;
-  const bool reusable = a.res_framing != Framing::until_eof && a.worker_keep_alive &&
-                        a.in.size() == a.res_consume && !a.read_pending && !a.write_pending;
+  if (!a.conn || a.download != Download::complete || a.upload != Upload::sent) return;
+  const bool reusable = a.res_framing != Framing::until_eof && a.parser && a.parser->get().keep_alive() &&
+                        a.in.size() == a.res_consume && !a.read_pending;
   if (reusable) {
     ++a.conn->exchanges;
     const auto& pool = req_.endpoint->config().pool;
@@ -836,9 +833,7 @@ void Session::settle_connection(Attempt& a) {
 }
 
 void Session::release_worker_slot(Attempt& a) {
-  if (!a.slot_held) return;
-  a.slot_held = false;
-  req_.endpoint->release(*a.worker);
+  if (auto* worker = std::exchange(a.slot, nullptr)) req_.endpoint->release(*worker);
 }
 
 // ---------------------------------------------------------------------------
@@ -849,7 +844,7 @@ void Session::release_worker_slot(Attempt& a) {
 // then whatever body has arrived, in one gathered write. Then reads more.
 void Session::pump_request() {
   auto a = attempt_;
-  if (!a || phase_ != Phase::exchange || a->write_pending || a->request_sent || a->request_aborted) return;
+  if (!a || phase_ != Phase::exchange || (a->upload != Upload::unsent && a->upload != Upload::waiting)) return;
   a->req_consume = 0;
   std::string_view body;  // zero-copy: client bytes still in in_
   switch (req_.framing) {
@@ -882,13 +877,9 @@ void Session::pump_request() {
         in_.consume(r.consumed);
         if (r.status == http::ChunkedDecoder::Status::need_more) break;
       }
-      if (req_.chunked.done()) {
-        req_.body_done = true;
-        if (!a->last_chunk_queued) {  // also on a retry of an empty body
-          a->out.append(kLastChunk);
-          a->last_chunk_queued = true;
-        }
-      }
+      // Once per attempt (also on a retry of an empty body): the write
+      // that carries it is issued below, and its end sends the upload.
+      if (req_.chunked.done()) a->out.append(kLastChunk);
       req_.bytes_in = req_.chunked.body_bytes();
       if (req_.chunked.body_bytes() > req_.config->limits.max_body_bytes) {
         // SPEC §4 step 8: stop relaying, close the worker connection; 413 if
@@ -905,19 +896,18 @@ void Session::pump_request() {
   if (!body.empty()) bufs[count++] = asio::buffer(body.data(), body.size());
   const bool lock_in = !body.empty();
   if (count == 0) {
-    if (req_.body_done) {
-      a->request_sent = true;
+    if (req_.body_read()) {
+      a->upload = Upload::sent;
       maybe_complete();
     } else {
       read_client();  // need more body from the client
     }
     return;
   }
-  a->write_pending = true;
-  a->write_issued = true;
+  a->upload = Upload::writing;
   if (lock_in) ++in_writers_;
   asio::async_write(a->conn->socket, bufs, [self = shared_from_this(), a, lock_in](error_code ec, std::size_t n) {
-    a->write_pending = false;
+    a->upload = Upload::waiting;  // on_request_written says what follows
     if (lock_in) --self->in_writers_;  // in_ may move again
     if (a != self->attempt_ || self->phase_ == Phase::closed) {
       // Abandoned: the bytes it was writing are of no further use. If they
@@ -936,8 +926,8 @@ void Session::on_request_written(error_code ec, std::size_t) {
     // upstream read decides (review M1). The rest of the client's body is
     // left unread, so the client connection is closed after the answer.
     a.req_consume = 0;
-    a.request_aborted = true;
-    if (a.head_done) {
+    a.upload = Upload::refused;
+    if (a.download != Download::head) {
       maybe_complete();
       return;
     }
@@ -951,14 +941,13 @@ void Session::on_request_written(error_code ec, std::size_t) {
     in_.consume(a.req_consume);
     req_.remaining -= a.req_consume;
     a.req_consume = 0;
-    if (req_.remaining == 0) req_.body_done = true;
   }
-  if (!req_.body_done) {
+  if (!req_.body_read()) {
     pump_request();
     return;
   }
-  a.request_sent = true;
-  if (!a.head_done) set_deadline(req_.endpoint->config().timeouts.first_byte);
+  a.upload = Upload::sent;
+  if (a.download == Download::head) set_deadline(req_.endpoint->config().timeouts.first_byte);
   maybe_complete();
 }
 
@@ -980,7 +969,7 @@ void Session::read_upstream_soon() {
 
 void Session::read_upstream() {
   auto a = attempt_;
-  if (!a || a->read_pending || !a->conn || a->res_read_complete) return;
+  if (!a || a->read_pending || !a->conn || a->download == Download::complete) return;
   a->read_pending = true;
   a->conn->socket.async_read_some(a->in.prepare(kUpstreamReadSize),
                                   [self = shared_from_this(), a](error_code ec, std::size_t n) {
@@ -993,12 +982,12 @@ void Session::read_upstream() {
 void Session::on_upstream_read(error_code ec, std::size_t n) {
   auto& a = *attempt_;
   if (ec || n == 0) {
-    if (!a.head_done) {
+    if (a.download == Download::head) {
       attempt_failed(Reason::worker_unavailable);
       return;
     }
     if (a.res_framing == Framing::until_eof && (!ec || ec == asio::error::eof)) {
-      a.res_eof = true;  // only a clean end ends the body; a reset cuts it
+      a.download = Download::complete;  // only a clean end ends the body; a reset cuts it
       relay_response();
       return;
     }
@@ -1010,7 +999,7 @@ void Session::on_upstream_read(error_code ec, std::size_t n) {
   }
   a.in.commit(n);
   a.bytes_read += n;
-  if (!a.head_done) {
+  if (a.download == Download::head) {
     if (!parse_response_head()) return;
   } else {
     set_deadline(req_.endpoint->config().timeouts.idle);
@@ -1029,7 +1018,7 @@ bool Session::parse_response_head() {
       a.parser->header_limit(kUpstreamHeaderLimit);
       a.parser->body_limit(boost::none);  // streams may be endless
       a.parser->eager(false);
-      if (req_.head_method) a.parser->skip(true);
+      if (head_method()) a.parser->skip(true);
     }
     error_code pec;
     auto used = a.parser->put(a.in.data(), pec);
@@ -1067,10 +1056,9 @@ bool Session::parse_response_head() {
     break;
   }
   const auto& res = a.parser->get();
-  a.head_done = true;
+  a.download = Download::body;
   req_.status = res.result_int();
   set_deadline(req_.endpoint->config().timeouts.idle);
-  a.worker_keep_alive = res.keep_alive();
 
   // Framing (RFC 9112 §6.3). A transfer coding other than a lone chunked
   // cannot be re-framed without losing it (review B1): refused as a broken
@@ -1079,7 +1067,9 @@ bool Session::parse_response_head() {
   for (const auto& f : res) {
     if (f.name() == bhttp::field::transfer_encoding && !iequals(sv(f.value()), "chunked")) other_coding = true;
   }
-  const bool no_body = req_.head_method || req_.status == 204 || req_.status == 304;
+  const bool head_request = head_method();
+  const bool http10_client = http10();
+  const bool no_body = head_request || req_.status == 204 || req_.status == 304;
   if (no_body) {
     a.res_framing = a.client_framing = Framing::none;
   } else if (other_coding) {
@@ -1090,28 +1080,28 @@ bool Session::parse_response_head() {
   } else if (a.parser->chunked()) {
     a.res_framing = Framing::chunked;
     a.res_chunked = http::ChunkedDecoder({kChunkLineLimit, kUpstreamHeaderLimit});
-    a.client_framing = req_.http10 ? Framing::until_eof : Framing::chunked;
+    a.client_framing = http10_client ? Framing::until_eof : Framing::chunked;
   } else if (auto len = a.parser->content_length()) {
     a.res_framing = a.client_framing = Framing::length;
     a.res_remaining = *len;
   } else {
     a.res_framing = Framing::until_eof;
-    a.client_framing = req_.http10 ? Framing::until_eof : Framing::chunked;
+    a.client_framing = http10_client ? Framing::until_eof : Framing::chunked;
   }
   // An early answer (request body still flowing) keeps the connection: the
   // body is relayed to its end before the next request is read.
-  const bool keep_alive = req_.keep_alive && !close_after_ && !client_eof_ &&
+  const bool keep_alive = parser_->get().keep_alive() && keep_ == Keep::open &&
                           a.client_framing != Framing::until_eof &&
                           !ctx_.shared().draining.load(std::memory_order_relaxed);
-  if (!keep_alive) close_after_ = true;
+  if (!keep_alive) close_when_done();
 
   http::DownstreamResponse d;
   d.request_id = req_.request_id();
-  d.head_request = req_.head_method;
+  d.head_request = head_request;
   d.chunked = a.client_framing == Framing::chunked;
   if (a.client_framing == Framing::length) d.content_length = a.res_remaining;
   d.keep_alive = keep_alive;
-  d.http10_client = req_.http10;
+  d.http10_client = http10_client;
   d.extra_headers = req_.rate_headers;
   client_out_.clear();
   http::build_downstream_response(res, d, client_out_);
@@ -1144,7 +1134,7 @@ void Session::relay_response() {
     }
     case Framing::until_eof:
       data = data_of(a->in);
-      complete = a->res_eof;
+      complete = a->download == Download::complete;  // the worker closed cleanly
       break;
     case Framing::chunked: {
       // Decoded and re-framed (copied): chunk boundaries are ours.
@@ -1154,7 +1144,7 @@ void Session::relay_response() {
         if (r.status == http::ChunkedDecoder::Status::error) {
           core::log::warn("bad chunked response",
                           {{"request_id", req_.request_id()}, {"worker", a->worker->address_text}});
-          if (req_.response_started)
+          if (req_.response_started())
             end_request(Reason::none, End::worker_closed);
           else
             attempt_failed(Reason::worker_unavailable);
@@ -1191,11 +1181,11 @@ void Session::relay_response() {
   if (!data.empty()) bufs[count++] = asio::buffer(data.data(), data.size());
   if (!suffix.empty()) bufs[count++] = asio::buffer(suffix.data(), suffix.size());
   if (complete) {
-    a->res_read_complete = true;
+    a->download = Download::complete;
     // The worker is done: its slot and the key's concurrency slot go back
     // now, before the last bytes are handed to the socket, so the client's
     // next request can never find them taken (issue 8 (a), (c)).
-    if (a->request_sent || a->request_aborted) {
+    if (a->upload == Upload::sent || a->upload == Upload::refused) {
       release_worker_slot(*a);
       release_key_slot();  // the upload too is over
       count_request();
@@ -1204,14 +1194,14 @@ void Session::relay_response() {
   }
   if (count == 0) {
     if (complete) {
-      req_.response_done = true;
+      req_.stage = Stage::responded;
       maybe_complete();
     } else {
       read_upstream();
     }
     return;
   }
-  req_.response_started = true;
+  req_.stage = Stage::responding;
   client_write_pending_ = true;
   asio::async_write(client_, bufs, [self = shared_from_this(), a, complete](error_code ec, std::size_t n) {
     self->client_write_pending_ = false;
@@ -1235,12 +1225,12 @@ void Session::on_response_written(error_code ec, std::size_t, bool complete) {
     a.res_consume = 0;
   }
   if (complete) {
-    req_.response_done = true;
+    req_.stage = Stage::responded;
     maybe_complete();
     return;
   }
   set_deadline(req_.endpoint->config().timeouts.idle);
-  if (a.in.size())
+  if (a.in.size() || a.download == Download::complete)  // complete: a clean EOF to relay
     relay_response();
   else
     read_upstream();
@@ -1250,14 +1240,14 @@ void Session::on_response_written(error_code ec, std::size_t, bool complete) {
 // request body was sent (or refused by the worker).
 void Session::maybe_complete() {
   auto a = attempt_;
-  if (!a || !req_.response_done || client_write_pending_) return;
-  if (!a->request_sent && !a->request_aborted) return;  // the body is still being relayed
-  if (a->write_pending) return;
-  if (a->request_aborted) {
+  if (!a || req_.stage != Stage::responded || client_write_pending_) return;
+  if (a->upload == Upload::refused) {
     // The worker stopped reading our body: its connection cannot be reused,
     // and the client's unread body means we close after discarding at most
     // kDrainLimit of it.
-    close_after_ = true;
+    close_when_done();
+  } else if (a->upload != Upload::sent) {
+    return;  // the body is still being relayed
   }
   settle_connection(*a);  // pooled if the body finished after the response
   drop_attempt();  // releases the slot if still held; closes a connection not pooled
@@ -1282,14 +1272,14 @@ void Session::release_key_slot() {
 // response byte has gone) or a cut of the connection, logged once.
 void Session::end_request(Reason reason, End end, std::string_view extra_headers) {
   if (phase_ == Phase::closed) return;
-  if (!req_.active) {  // between requests: nothing to end but the connection
+  if (!req_.in_progress()) {  // between requests: nothing to end but the connection
     close();
     return;
   }
   leave_queue();
   drop_attempt();
   release_key_slot();
-  if (reason != Reason::none && !req_.response_started && !client_write_pending_ && !client_eof_ &&
+  if (reason != Reason::none && !req_.response_started() && !client_write_pending_ && keep_ != Keep::gone &&
       end == End::complete) {
     reply(reason, false, extra_headers);  // reply() closes if a body is left unread
     return;
@@ -1298,10 +1288,10 @@ void Session::end_request(Reason reason, End end, std::string_view extra_headers
   // after the response started becomes a reset). The log says why: the
   // reply's code, or how it ended.
   req_.error = reason;
-  if (end == End::complete && client_eof_) end = End::client_closed;
+  if (end == End::complete && keep_ == Keep::gone) end = End::client_closed;
   if (end == End::complete && reason == Reason::none) end = End::worker_closed;
   req_.end = end;
-  if (!req_.response_started) req_.status = end != End::complete ? cut_status(end) : core::info(reason).status;
+  if (!req_.response_started()) req_.status = end != End::complete ? cut_status(end) : core::info(reason).status;
   log_and_count();
   close();
 }
@@ -1312,7 +1302,6 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
     close();
     return;
   }
-  req_.active = true;
   const auto& info = core::info(reason);
   req_.error = reason;
   req_.status = info.status;
@@ -1320,23 +1309,22 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
     ctx_.make_request_id(req_.request_id_buf);
     req_.request_id_size = 32;
   }
-  if (!req_.body_done && req_.framing == Framing::length && in_writers_ == 0 && in_.size() >= req_.remaining) {
+  if (req_.framing == Framing::length && req_.remaining && in_writers_ == 0 && in_.size() >= req_.remaining) {
     in_.consume(static_cast<std::size_t>(req_.remaining));  // all here already: the connection can go on
     req_.remaining = 0;
-    req_.body_done = true;
   }
-  if (!req_.body_done) close_after = true;  // SPEC §4 step 1: unread body
-  const bool head_known = parser_ && parser_->is_header_done();
-  const bool keep_alive = !close_after && !close_after_ && head_known && req_.keep_alive && !client_eof_ &&
+  if (!req_.body_read()) close_after = true;  // SPEC §4 step 1: unread body
+  const bool head_is_known = head_known();
+  const bool keep_alive = !close_after && keep_ == Keep::open && head_is_known && parser_->get().keep_alive() &&
                           !ctx_.shared().draining.load(std::memory_order_relaxed);
-  if (!keep_alive) close_after_ = true;
+  if (!keep_alive) close_when_done();
   release_key_slot();
   client_out_.clear();
   http::LocalReplyOptions options;
   // A head that could not be parsed may still be a HEAD request: its
   // answer must not carry a body either (RFC 9110 §9.3.2).
-  options.head_request = head_known ? req_.head_method : looks_like_head(in_.view());
-  options.http10_client = head_known && req_.http10;
+  options.head_request = head_is_known ? head_method() : looks_like_head(in_.view());
+  options.http10_client = head_is_known && http10();
   // Answers to a key with a rate_limit carry its RateLimit-* lines (SPEC §4
   // step 5), whatever the reply, before the reply's own lines.
   std::string headers;
@@ -1349,7 +1337,7 @@ void Session::reply(Reason reason, bool close_after, std::string_view extra_head
   phase_ = Phase::reply;
   set_deadline(ctx_.runtime()->config->limits.idle_timeout);
   client_write_pending_ = true;
-  req_.response_started = true;
+  req_.stage = Stage::responding;
   count_request();
   asio::async_write(client_, asio::buffer(client_out_), [self = shared_from_this()](error_code ec, std::size_t n) {
     self->client_write_pending_ = false;
@@ -1383,8 +1371,8 @@ void Session::count_request() {
 }
 
 void Session::log_and_count() {
-  if (req_.logged) return;
-  req_.logged = true;
+  if (req_.stage == Stage::ended) return;
+  req_.stage = Stage::ended;
   count_request();
   log_access();
 }
@@ -1397,7 +1385,7 @@ void Session::log_access() {
   using core::log::write_raw;
   using core::log::write_uint;
   auto now = Clock::now();
-  const bool have_head = parser_ && parser_->is_header_done();
+  const bool have_head = head_known();
   auto method = have_head ? sv(parser_->get().method_string()) : "-"sv;
   // The query string may carry secrets: only the path is logged.
   auto path = have_head ? (req_.head.target.empty() ? sv(parser_->get().target()) : req_.head.target) : "-"sv;
@@ -1449,8 +1437,7 @@ void Session::log_access() {
 }
 
 void Session::next_request() {
-  if (close_after_ || client_eof_ || !req_.body_done) {
-    req_.active = false;
+  if (keep_ != Keep::open || !req_.body_read()) {
     linger();
     return;
   }

@@ -101,37 +101,64 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     closed,
   };
 
+  // The request on one attempt, client → worker (pump_request). Per
+  // attempt: a retry sends the whole request again.
+  enum class Upload : std::uint8_t {
+    unsent,   // no byte handed to the worker yet: any failure may be retried
+    waiting,  // part of it written; waiting for more body from the client
+    writing,  // a write is in flight
+    sent,     // every byte written
+    refused,  // the worker stopped reading (it may have answered early)
+  };
+
+  // The response on one attempt, worker → client (relay_response).
+  enum class Download : std::uint8_t {
+    head,      // its head is not complete yet
+    body,      // relaying the body
+    complete,  // every response byte was read
+  };
+
   // One try at a worker. Handlers capture it: its buffers stay valid for a
   // pending operation even after the session moved on to another attempt.
   struct Attempt {
     lb::WorkerState* worker = nullptr;
-    bool slot_held = true;  // the worker's in-flight slot, released once
+    lb::WorkerState* slot = nullptr;  // `worker` while its in-flight slot is held
     std::unique_ptr<UpstreamConn> conn;
-    bool reused = false;
     boost::beast::flat_buffer in;  // bytes from the worker
     std::string out;               // request head or chunk framing for the worker
     std::optional<ResponseParser> parser;
     std::uint64_t bytes_read = 0;     // response bytes received
     std::size_t req_consume = 0;  // client bytes (in in_) in the pending write to the worker
     std::size_t res_consume = 0;  // worker bytes (in `in`) in the pending write to the client
-    // The request on this attempt: every byte written, or refused by the
-    // worker. Per attempt: a retry sends the whole request again.
-    bool request_sent = false;
-    bool request_aborted = false;
-    bool last_chunk_queued = false;
-    bool connect_timed_out = false;
-    bool write_issued = false;   // a byte of the request may have reached the worker
-    bool write_pending = false;
-    bool read_pending = false;
-    bool head_done = false;          // the response head is known
+    Upload upload = Upload::unsent;
+    Download download = Download::head;
+    bool read_pending = false;  // a read from the worker is in flight (or posted)
     Framing res_framing = Framing::none;
     Framing client_framing = Framing::none;
     std::uint64_t res_remaining = 0;  // Framing::length
     http::ChunkedDecoder res_chunked;
-    bool res_eof = false;            // the worker closed (until_eof framing)
-    bool res_read_complete = false;  // every response byte has been read
-    bool worker_keep_alive = false;
+
+    bool reused() const noexcept { return conn && conn->exchanges > 0; }
   };
+
+  // Where a request is; only forward, and replaced whole by the next one.
+  enum class Stage : std::uint8_t {
+    none,        // no request yet (a head may be arriving)
+    started,     // its head was read, or a reply to a bad one begun: it ends, and is logged, once
+    responding,  // response bytes were handed to the client
+    responded,   // the whole response was written
+    ended,       // logged and counted; nothing more happens to it
+  };
+
+  // What becomes of the client connection after the current response.
+  enum class Keep : std::uint8_t {
+    open,     // may serve another request
+    closing,  // closes once this response is written
+    gone,     // the client closed its side or reset
+  };
+
+  // TLS on the client connection.
+  enum class Tls : std::uint8_t { none, handshake, established, shutdown };
 
   // Everything that belongs to one request on the connection; replaced
   // whole by the next one.
@@ -149,6 +176,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     char request_id_buf[128];
     std::size_t request_id_size = 0;
     std::string rate_headers;  // RateLimit-* (and Retry-After) for keys with a rate_limit
+    Stage stage = Stage::none;
     core::Reason error = core::Reason::none;
     End end = End::complete;
     unsigned status = 0;
@@ -161,17 +189,19 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     Framing framing = Framing::none;
     std::uint64_t remaining = 0;  // Framing::length
     http::ChunkedDecoder chunked;
-    bool body_done = false;       // every body byte was read from the client
-    bool response_started = false;  // response bytes were handed to the client
-    bool response_done = false;     // the whole response was written
-    bool logged = false;
-    bool counted = false;  // in the metrics: as the last byte goes out, or when logged
-    bool active = false;  // between its head and its end
-    bool head_method = false;
-    bool http10 = false;
-    bool keep_alive = true;
+    bool counted = false;  // in the metrics: as the last byte goes out, or when it ends
 
     std::string_view request_id() const noexcept { return {request_id_buf, request_id_size}; }
+    bool in_progress() const noexcept { return stage != Stage::none && stage != Stage::ended; }
+    bool response_started() const noexcept { return stage == Stage::responding || stage == Stage::responded; }
+    // Every body byte was read from the client.
+    bool body_read() const noexcept {
+      switch (framing) {
+        case Framing::length: return remaining == 0;
+        case Framing::chunked: return chunked.done();
+        default: return true;
+      }
+    }
   };
 
   // connection
@@ -185,6 +215,13 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void linger();   // graceful: close_notify or a bounded discard, then close
   void set_deadline(Clock::duration d) { deadline_ = Clock::now() + d; }
   void fresh_parser();
+  void close_when_done() noexcept {
+    if (keep_ == Keep::open) keep_ = Keep::closing;
+  }
+  // Facts of the current request's head (the parser lives as long as it).
+  bool head_known() const noexcept { return parser_ && parser_->is_header_done(); }
+  bool head_method() const { return parser_->get().method() == boost::beast::http::verb::head; }
+  bool http10() const { return parser_->get().version() < 11; }
 
   // pipeline, in order
   void on_head_bytes();
@@ -198,7 +235,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void on_granted(lb::WorkerState* worker);
   void leave_queue();
   void start_attempt(lb::WorkerState* worker);
-  void on_connected(const std::shared_ptr<Attempt>& a, error_code ec);
+  void on_connected(error_code ec);
   void send_request_head();
   void attempt_failed(core::Reason reason);
   void drop_attempt(bool recycle = true);
@@ -234,16 +271,15 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   std::string peer_ip_;
 
   Phase phase_ = Phase::first_head;
+  Keep keep_ = Keep::open;
+  Tls tls_ = Tls::none;
   Clock::time_point deadline_{};
+  // Operations in flight on the client stream (one read, one write at most).
   bool client_read_pending_ = false;
   bool client_write_pending_ = false;
-  bool client_eof_ = false;
-  bool handshaken_ = false;  // TLS listeners: the handshake completed
-  bool close_after_ = false; // close once the current response is written
   // Writes to a worker that point into in_: while any is pending, no read
   // may grow (move) it.
   unsigned in_writers_ = 0;
-  bool tls_shutdown_started_ = false;
 
   ReadBuffer in_;  // client bytes not yet used
   std::size_t head_parsed_ = 0;   // bytes of in_ the parser has seen
