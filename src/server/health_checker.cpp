@@ -19,9 +19,12 @@ namespace bhttp = boost::beast::http;
 // One worker's probe loop. A probe is a fresh connection with
 // "Connection: close", so it never competes with the proxy's pools and a
 // worker that stopped accepting connections is seen as down.
+// It holds the runtime its endpoint and worker belong to: after a reload
+// stopped it, the cancelled probe's handler still gives its slot back to
+// them, and the checker (with its runtime) may be gone by then.
 struct HealthChecker::Prober : std::enable_shared_from_this<Prober> {
-  Prober(asio::io_context& io, lb::EndpointState& e, lb::WorkerState& w)
-      : endpoint(e), worker(w), timer(io), stream(io) {
+  Prober(asio::io_context& io, std::shared_ptr<const lb::Runtime> r, lb::EndpointState& e, lb::WorkerState& w)
+      : runtime(std::move(r)), endpoint(e), worker(w), timer(io), stream(io) {
     const auto& h = e.config().health;
     request = "GET " + h.path + " HTTP/1.1\r\nHost: " + w.config.authority +
               "\r\nUser-Agent: frontdoor-health\r\nAccept: */*\r\nConnection: close\r\n\r\n";
@@ -92,10 +95,12 @@ struct HealthChecker::Prober : std::enable_shared_from_this<Prober> {
 
   void stop() {
     stopped = true;
+    on_first = nullptr;  // it points into the checker
     timer.cancel();
     stream.cancel();
   }
 
+  const std::shared_ptr<const lb::Runtime> runtime;
   lb::EndpointState& endpoint;
   lb::WorkerState& worker;
   asio::steady_timer timer;
@@ -116,7 +121,7 @@ HealthChecker::~HealthChecker() { stop(); }
 void HealthChecker::start(std::function<void()> first_round_done) {
   first_round_done_ = std::move(first_round_done);
   for (const auto& e : runtime_->endpoints)
-    for (const auto& w : e->workers()) probers_.push_back(std::make_shared<Prober>(io_, *e, *w));
+    for (const auto& w : e->workers()) probers_.push_back(std::make_shared<Prober>(io_, runtime_, *e, *w));
   first_round_left_ = probers_.size();
   if (first_round_left_ == 0 && first_round_done_) {
     first_round_done_();
