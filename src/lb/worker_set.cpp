@@ -263,7 +263,11 @@ void EndpointState::dispatch_locked(EndpointLive& l) {
     l.dispatch_random ^= l.dispatch_random >> 7;
     l.dispatch_random ^= l.dispatch_random << 17;
     auto* w = waiter->endpoint->pick(waiter->avoid, l.dispatch_random);
-    if (!w) {
+    // Queued on an older configuration that has no worker free while the
+    // newest has one (a reload added it): back to admission, on the newest
+    // (review: such waiters used to sit until queue.timeout).
+    const bool send_back = !w && waiter->endpoint != l.current;
+    if (!w && !send_back) {
       ++it;
       continue;
     }
@@ -286,6 +290,12 @@ WorkerHealth EndpointState::record(WorkerState& w, ProbeResult result) {
     if (after == WorkerHealth::ready) dispatch_locked(l);
   }
   return after;
+}
+
+void EndpointState::dispatch() {
+  auto& l = *live_;
+  std::lock_guard lock(l.mutex);
+  dispatch_locked(l);
 }
 
 std::size_t EndpointState::queue_length() const { return live_->queued.load(std::memory_order_relaxed); }
@@ -334,6 +344,10 @@ void Runtime::inherit(const Runtime& previous) {
       if (auto w = weak.lock()) l->drain(*w);
     if (l->busy()) retired_.push_back(l);
   }
+}
+
+void Runtime::dispatch() const {
+  for (const auto& e : endpoints) e->dispatch();
 }
 
 EndpointState* Runtime::find(std::string_view id) const noexcept {

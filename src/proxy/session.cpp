@@ -659,13 +659,37 @@ void Session::acquire_worker() {
 void Session::on_granted(lb::WorkerState* worker) {
   auto keep = shared_from_this();
   if (!req_.waiter || phase_ != Phase::queued) {  // defensive: pass the slot on
-    if (req_.endpoint) req_.endpoint->release(*worker);
+    if (worker && req_.endpoint) req_.endpoint->release(*worker);
     return;
   }
   // The waiter (and this grant function, which holds the session) lives
   // until the posted grant returns; then nothing refers to it.
   req_.waiter.reset();
+  if (!worker) {
+    admit_again();
+    return;
+  }
   start_attempt(worker);
+}
+
+// Sent back by the queue (lb::Waiter): a reload replaced the configuration
+// this request queued on, and only the newest has a worker for it. The
+// request is admitted again on the thread's newest runtime, keeping its
+// queue deadline. Nothing of the old runtime is kept: it may go now.
+void Session::admit_again() {
+  req_.runtime = ctx_.runtime();
+  req_.config = req_.runtime->config.get();
+  req_.endpoint = req_.runtime->find(req_.route.endpoint);
+  req_.worker = nullptr;
+  req_.failed_worker = nullptr;
+  if (!req_.endpoint) {  // the reload removed the endpoint
+    end_request(Reason::no_worker_ready, End::complete, kRetryAfter);
+    return;
+  }
+  const auto deadline = deadline_;
+  --req_.attempts;  // acquire_worker() counts a try; this is not one
+  acquire_worker();
+  if (phase_ == Phase::queued) deadline_ = deadline;
 }
 
 // Leaves the endpoint's queue, if queued. A waiter granted meanwhile has a
@@ -677,7 +701,7 @@ void Session::leave_queue() {
     // Granted: the grant is posted to us and will find its waiter is not
     // current any more. Hand it a function that releases the slot instead.
     waiter->on_grant = [endpoint = req_.endpoint, runtime = req_.runtime](lb::WorkerState* w) {
-      endpoint->release(*w);
+      if (w) endpoint->release(*w);  // nullptr: sent back, no slot taken
     };
     return;
   }

@@ -233,6 +233,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   // worker admission and attempts
   void acquire_worker();
   void on_granted(lb::WorkerState* worker);
+  void admit_again();
   void leave_queue();
   void start_attempt(lb::WorkerState* worker);
   void on_connected(error_code ec);

@@ -308,6 +308,7 @@ class Server {
     set_config(next);
     core::log::set_level(config::to_log_level(next->log.level));
     shared_.runtime.publish(runtime);
+    runtime->dispatch();  // waiters of the previous runtime, to workers this one added
     asio::post(admin_io_, [this, runtime] { start_health(runtime); });
     shared_.reloads_ok.fetch_add(1);
     core::log::info("reloaded", {{"config", next->path}, {"keys", std::to_string(registry_->size()), true}});

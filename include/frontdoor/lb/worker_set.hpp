@@ -64,7 +64,10 @@ class EndpointState;
 // ready: `on_grant(worker)` is then posted to the session's io_context with
 // the worker's slot already counted. The worker granted is always one of
 // the configuration the waiter queued on (`endpoint`), so it stays valid as
-// long as the session's Runtime.
+// long as the session's Runtime. `on_grant(nullptr)` sends the waiter back
+// to admission: it queued on a configuration that a reload replaced, and
+// only the newest one has a worker for it (say, one the reload added); the
+// session then admits the request again on the newest configuration.
 struct Waiter {
   boost::asio::io_context* io = nullptr;
   std::function<void(WorkerState*)> on_grant;
@@ -131,6 +134,9 @@ class EndpointState {
   std::size_t queue_length() const;
   // Workers no longer configured that still have requests in flight.
   std::vector<DrainingWorker> draining_workers() const;
+  // Hands free slots to waiters, as a freed slot does. Called once a new
+  // configuration is published, for waiters that it serves. Thread-safe.
+  void dispatch();
 
   const std::shared_ptr<EndpointLive>& live() const noexcept { return live_; }
 
@@ -157,6 +163,9 @@ struct Runtime {
   std::shared_ptr<const config::Config> config;
   std::vector<std::unique_ptr<EndpointState>> endpoints;  // same order as config->endpoints
   EndpointState* find(std::string_view id) const noexcept;
+  // After this runtime was published: lets waiters queued on the previous
+  // one through to the workers it added.
+  void dispatch() const;
 
   // After a reload, before this runtime is published: endpoints that exist
   // in `previous` (same id) take over its live state, so requests in flight

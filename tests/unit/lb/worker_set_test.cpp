@@ -71,10 +71,14 @@ void make_ready(const Runtime& rt, std::string_view ep = "ep1") {
 struct RecordingWaiter {
   explicit RecordingWaiter(boost::asio::io_context& io) : waiter(std::make_shared<Waiter>()) {
     waiter->io = &io;
-    waiter->on_grant = [this](WorkerState* w) { granted = w; };
+    waiter->on_grant = [this](WorkerState* w) {
+      granted = w;
+      ++grants;
+    };
   }
   std::shared_ptr<Waiter> waiter;
-  WorkerState* granted = nullptr;
+  WorkerState* granted = nullptr;  // nullptr after a grant: sent back to admission
+  int grants = 0;
 };
 
 TEST(WorkerSet, InheritKeepsInFlightCounts) {
@@ -183,7 +187,12 @@ TEST(WorkerSet, WaiterQueuedBeforeReloadGetsAWorkerTurningReadyAfterIt) {
   EXPECT_EQ(rt2->find("ep1")->queue_length(), 0u);
 }
 
-TEST(WorkerSet, OldWaiterSkipsAWorkerItsRuntimeDoesNotHave) {
+// The reload adds 5002; it turns ready. The old waiter cannot be given a
+// worker that its runtime does not hold (its WorkerState would die with the
+// new runtime): it is sent back to admission with on_grant(nullptr), and the
+// session admits it again on the newest runtime, instead of leaving it to
+// sit until queue.timeout while 5002 is idle.
+TEST(WorkerSet, OldWaiterIsSentBackForAWorkerOnlyTheNewRuntimeHas) {
   boost::asio::io_context io;
   auto rt1 = runtime({{.max_concurrency = 1}});
   make_ready(*rt1);
@@ -192,21 +201,46 @@ TEST(WorkerSet, OldWaiterSkipsAWorkerItsRuntimeDoesNotHave) {
   RecordingWaiter old_waiter(io);
   ASSERT_EQ(ep1->admit(old_waiter.waiter, 1).admission, EndpointState::Admission::queued);
 
-  // The reload adds 5002; it turns ready. The old waiter cannot be given a
-  // worker that its runtime does not hold, but it does not block others.
   auto rt2 = reload(*rt1, {{.ports = {5001, 5002}, .max_concurrency = 1}});
   auto* ep2 = rt2->find("ep1");
   ep2->record(worker_of(*rt2, 5002), ProbeResult::ready);
   io.run();
   io.restart();
-  EXPECT_EQ(old_waiter.granted, nullptr);
-  RecordingWaiter new_waiter(io);
-  auto admitted = ep2->admit(new_waiter.waiter, 1);
+  EXPECT_EQ(old_waiter.grants, 1);
+  EXPECT_EQ(old_waiter.granted, nullptr) << "sent back, with no slot taken";
+  EXPECT_EQ(ep2->queue_length(), 0u);
+  EXPECT_EQ(worker_of(*rt2, 5002).in_flight.load(), 0u);
+
+  // Admitted again on the newest runtime, as the session does.
+  RecordingWaiter again(io);
+  auto admitted = ep2->admit(again.waiter, 1);
   ASSERT_EQ(admitted.admission, EndpointState::Admission::granted);
   EXPECT_EQ(admitted.worker, &worker_of(*rt2, 5002));
 
   ep1->release(*held);
   io.run();
+  EXPECT_EQ(old_waiter.grants, 1);
+  EXPECT_EQ(worker_of(*rt2, 5001).in_flight.load(), 0u);
+}
+
+// A waiter whose runtime still has a free worker is granted it, not sent
+// back, even though a newer runtime exists.
+TEST(WorkerSet, OldWaiterIsGrantedAWorkerBothRuntimesHave) {
+  boost::asio::io_context io;
+  auto rt1 = runtime({{.max_concurrency = 1}});
+  make_ready(*rt1);
+  auto* ep1 = rt1->find("ep1");
+  auto* held = ep1->try_acquire(nullptr, 1);
+  RecordingWaiter old_waiter(io);
+  ASSERT_EQ(ep1->admit(old_waiter.waiter, 1).admission, EndpointState::Admission::queued);
+  auto rt2 = reload(*rt1, {{.max_concurrency = 1}});
+  rt2->dispatch();  // as the server does once rt2 is published: nothing free yet
+  io.run();
+  io.restart();
+  EXPECT_EQ(old_waiter.grants, 0);
+  ep1->release(*held);
+  io.run();
+  EXPECT_EQ(old_waiter.grants, 1);
   EXPECT_EQ(old_waiter.granted, held);
 }
 
