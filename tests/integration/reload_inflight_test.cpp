@@ -280,5 +280,70 @@ TEST_F(ReloadInflightTest, RemovedWorkerFinishesItsRequest) {
   EXPECT_EQ(worker_.request_count(), 1u) << "the removed worker still got a new request";
 }
 
+// Review (after issue 8): a request queued on a worker that a reload
+// replaces is served by the new worker as soon as it is ready, not left to
+// time out while the new worker is idle.
+TEST_F(ReloadInflightTest, WaiterQueuedBeforeReloadIsServedByAWorkerTheReloadAdds) {
+  FakeWorker added;
+  Behavior held = Behavior::fixed(200, "held");
+  held.first_byte_delay = 4000ms;
+  worker_.on("/held", held);
+  setup({.queue_timeout = "8s", .health_interval = "10s", .max_concurrency = 1}, 2);
+  TcpClient c1(proxy_.proxy_port());
+  c1.set_timeout(10s);
+  ASSERT_TRUE(c1.send(build_request("GET", "/ep1/held", auth_headers())));
+  ASSERT_TRUE(worker_.wait_for_in_flight(1, kWait));
+  TcpClient c2(proxy_.proxy_port());
+  c2.set_timeout(10s);
+  ASSERT_TRUE(c2.send(build_request("GET", "/ep1/waiting", auth_headers())));
+  ASSERT_TRUE(wait_queue_length(1));
+
+  proxy_.remove_endpoint("ep1");
+  proxy_.add_endpoint({.id = "ep1", .workers = {added.url()}, .queue_timeout = "8s", .health_interval = "10s",
+                       .max_concurrency = 1});
+  proxy_.write_config();
+  const auto reloaded_at = Clock::now();
+  ASSERT_TRUE(sighup_and_wait());
+  auto r2 = c2.read_response();
+  ASSERT_TRUE(r2);
+  EXPECT_EQ(r2->status, 200) << r2->raw;
+  EXPECT_LT(Clock::now() - reloaded_at, 3s) << "the waiter sat until the old worker freed or queue.timeout";
+  ASSERT_EQ(added.request_count(), 1u);
+  EXPECT_EQ(added.requests()[0].target, "/waiting");
+  auto r1 = c1.read_response();
+  ASSERT_TRUE(r1);
+  EXPECT_EQ(r1->body, "held");
+  EXPECT_EQ(worker_.request_count(), 1u);
+}
+
+// Review (after issue 8): a probe in flight when a reload replaces the
+// health checker gives its max_concurrency slot back to the runtime it was
+// taken from, which the probe keeps alive (before, the old runtime could be
+// freed first: a write through freed memory, seen by ASan, or a worker that
+// looked full for good).
+TEST_F(ReloadInflightTest, ReloadDuringASlowProbeLeavesNoSlotBehind) {
+  worker_.set_health_delay(300ms);
+  setup({.queue_timeout = "5s", .health_interval = "50ms", .max_concurrency = 1, .health_timeout = "2s"}, 2);
+  for (int i = 0; i < 3; ++i) {
+    const auto probes = worker_.health_probes();
+    ASSERT_TRUE(worker_.wait_for_health_probes(probes + 1, kWait));  // one is in flight now
+    ASSERT_TRUE(sighup_and_wait());
+  }
+  worker_.set_health_delay(0ms);
+  for (int i = 0; i < 5; ++i) {
+    auto r = get("/ep1/after");
+    ASSERT_EQ(r.status, 200) << r.raw;
+  }
+  EXPECT_EQ(worker_.max_in_flight(), 1);
+  EXPECT_TRUE(wait_for_endpoint(
+      proxy_, admin_token_, "ep1",
+      [](const json::object& ep) {
+        const auto& ws = ep.at("workers").as_array();
+        return ws.size() == 1 && json_int(ws[0].as_object(), "in_flight") == 0;
+      },
+      kWait))
+      << "a probe's slot was never given back";
+}
+
 }  // namespace
 }  // namespace frontdoor::test
