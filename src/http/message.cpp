@@ -324,7 +324,7 @@ void build_upstream_request(const RequestHead& head, const UpstreamRequest& u, s
   out.append("X-Forwarded-For: ");
   if (!forwarded_for_joined.empty()) out.append(forwarded_for_joined).append(", ");
   out.append(u.peer_address).append("\r\n");
-  append_header(out, "X-Forwarded-Host", u.client_host);
+  if (!u.client_host.empty()) append_header(out, "X-Forwarded-Host", u.client_host);  // HTTP/1.0 may send none
   append_header(out, "X-Forwarded-Proto", u.proto);
   append_header(out, "X-Request-Id", u.request_id);
   append_header(out, "X-Frontdoor-Key-Id", u.key_id);

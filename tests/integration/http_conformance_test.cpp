@@ -75,6 +75,12 @@ TEST_F(HttpConformance, Http10WithoutHostIsRoutedByPath) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->raw;
   EXPECT_NE(r->body.find(R"("target":"/x")"), std::string::npos) << r->body;
+  // No Host, so no X-Forwarded-Host (never an empty one); the worker's own
+  // Host is still sent.
+  auto seen = worker_.requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].header_count("X-Forwarded-Host"), 0u);
+  EXPECT_EQ(seen[0].header("Host"), worker_.authority());
 }
 
 // RFC 9110 §10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request
