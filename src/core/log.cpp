@@ -1,6 +1,9 @@
 #include "frontdoor/core/log.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -14,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <time.h>
@@ -202,10 +206,25 @@ void write(Level level, std::string_view msg, std::initializer_list<Field> field
 // ---------------------------------------------------------------------------
 
 struct AsyncWriter::Impl {
-  Impl(int fd, std::size_t max) : fd(fd), max_queued_bytes(max) {}
+  Impl(int fd, std::size_t max) : fd(fd), max_queued_bytes(max), sink(sink_of(fd)) {}
+
+  // How a write to the fd can block. A regular file or a character device
+  // such as /dev/null takes a whole batch at once; a pipe (a container
+  // runtime, a log shipper) can fill up, and its free space is known; a
+  // socket or a terminal is written a page at a time after POLLOUT.
+  enum class Sink { file, pipe, other };
+  static Sink sink_of(int fd) noexcept {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return Sink::other;
+    if (S_ISREG(st.st_mode)) return Sink::file;
+    if (S_ISFIFO(st.st_mode)) return Sink::pipe;
+    if (S_ISCHR(st.st_mode) && !::isatty(fd)) return Sink::file;  // /dev/null
+    return Sink::other;
+  }
 
   const int fd;
   const std::size_t max_queued_bytes;
+  const Sink sink;
   std::mutex mu;
   std::condition_variable wake;  // a batch was queued, or stop
   std::condition_variable idle;  // queued_bytes went down
@@ -237,20 +256,47 @@ struct AsyncWriter::Impl {
     }
   }
 
+  // Bytes that one write(2) can take now without blocking (0: wait for POLLOUT).
+  std::size_t room() const noexcept {
+    constexpr std::size_t kPage = 4096;
+    switch (sink) {
+      case Sink::file:
+        return std::numeric_limits<std::size_t>::max();
+      case Sink::pipe: {
+        // Capacity minus what is unread, less two pages: the first page
+        // may be partly read (not free yet) and the last partly written
+        // (a write need not fill it up).
+        const int capacity = ::fcntl(fd, F_GETPIPE_SZ);
+        int unread = 0;
+        if (capacity <= 0 || ::ioctl(fd, FIONREAD, &unread) != 0) return 0;
+        const auto used = static_cast<std::size_t>(unread) + 2 * kPage;
+        return used < static_cast<std::size_t>(capacity) ? static_cast<std::size_t>(capacity) - used : 0;
+      }
+      case Sink::other:
+        break;
+    }
+    return 0;
+  }
+
   std::size_t write_batch(std::string_view batch) {
-    // At most one pipe page per write(2) after POLLOUT: Linux then never
-    // blocks on a pipe (a free page is what POLLOUT means there); cut after
-    // a newline when there is one, so that giving up never splits a line.
-    constexpr std::size_t kPiece = 4096;
+    // Never a write(2) that can block for long: the exit deadline must be
+    // able to give up. After POLLOUT, a pipe, socket or terminal has at
+    // least one page free; a pipe says how much more. Cut after a newline
+    // when there is one, so that giving up never splits a line.
+    constexpr std::size_t kPage = 4096;
     std::size_t off = 0;
     while (off < batch.size()) {
       if (give_up.load(std::memory_order_relaxed)) break;
-      pollfd p{fd, POLLOUT, 0};
-      int rc = ::poll(&p, 1, 100);
-      if (rc < 0 && errno != EINTR) break;
-      if (rc <= 0) continue;
-      if (p.revents & (POLLERR | POLLNVAL)) break;
-      std::size_t n = std::min(kPiece, batch.size() - off);
+      std::size_t n = room();
+      if (n == 0) {
+        pollfd p{fd, POLLOUT, 0};
+        int rc = ::poll(&p, 1, 100);
+        if (rc < 0 && errno != EINTR) break;
+        if (rc <= 0) continue;
+        if (p.revents & (POLLERR | POLLNVAL)) break;
+        n = kPage;
+      }
+      n = std::min(n, batch.size() - off);
       if (off + n < batch.size()) {
         auto nl = batch.substr(off, n).rfind('\n');
         if (nl != std::string_view::npos) n = nl + 1;

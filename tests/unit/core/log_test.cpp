@@ -1,13 +1,16 @@
 #include "frontdoor/core/log.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
+#include <thread>
 
 namespace frontdoor::core::log {
 namespace {
@@ -64,7 +67,7 @@ TEST(AsyncWriter, FullPipeNeverBlocksSubmitAndDropsAreCounted) {
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
   {
-    AsyncWriter w(p[1], 64 * 1024);
+    AsyncWriter w(p[1], 256 * 1024);  // more than the pipe holds: the rest waits
     const std::string line(99, 'x');
     const std::string batch = [&] {
       std::string b;
@@ -122,7 +125,68 @@ TEST(AsyncWriter, WritesEverythingToAReader) {
   EXPECT_EQ(got, want);
 }
 
+// A pipe is written as much as it has room for at once; a slow reader
+// still gets every line, whole and in order.
+TEST(AsyncWriter, SlowPipeReaderGetsEveryLineInOrder) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  std::string want;
+  std::string got;
+  std::thread reader([&] {
+    char buf[3000];  // odd sizes: partly read pages
+    for (;;) {
+      ssize_t n = ::read(p[0], buf, sizeof buf);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+      if (got.size() % 7 == 0) std::this_thread::sleep_for(1ms);
+    }
+  });
+  {
+    AsyncWriter w(p[1], 8 << 20);
+    for (int b = 0; b < 64; ++b) {
+      std::string batch;
+      for (int i = 0; i < 300; ++i) batch += "batch " + std::to_string(b) + " line " + std::to_string(i) + "\n";
+      want += batch;
+      ASSERT_TRUE(w.submit(batch));
+    }
+    EXPECT_TRUE(w.drain(10s));
+    EXPECT_EQ(w.dropped_lines(), 0u);
+  }
+  ::close(p[1]);
+  reader.join();
+  ::close(p[0]);
+  EXPECT_EQ(got.size(), want.size());
+  EXPECT_TRUE(got == want);
+}
+
+// A regular file takes whole batches.
+TEST(AsyncWriter, WritesEverythingToAFile) {
+  char path[] = "/tmp/fd_log_test_XXXXXX";
+  const int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  std::string want;
+  {
+    AsyncWriter w(fd, 8 << 20);
+    for (int b = 0; b < 32; ++b) {
+      std::string batch(32 * 1024 - 1, static_cast<char>('a' + b % 26));
+      batch += '\n';
+      want += batch;
+      ASSERT_TRUE(w.submit(batch));
+    }
+    EXPECT_TRUE(w.drain(10s));
+    EXPECT_EQ(w.dropped_lines(), 0u);
+  }
+  std::string got(want.size() + 1, '\0');
+  const ssize_t n = ::pread(fd, got.data(), got.size(), 0);
+  ::close(fd);
+  ::unlink(path);
+  ASSERT_EQ(n, static_cast<ssize_t>(want.size()));
+  got.resize(static_cast<std::size_t>(n));
+  EXPECT_TRUE(got == want);
+}
+
 TEST(AsyncWriter, ClosedReaderDropsInsteadOfHanging) {
+  ::signal(SIGPIPE, SIG_IGN);  // as frontdoor does: EPIPE, not death
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
   ::close(p[0]);
