@@ -348,6 +348,23 @@ void Runtime::inherit(const Runtime& previous) {
 
 void Runtime::dispatch() const {
   for (const auto& e : endpoints) e->dispatch();
+  // Endpoints this configuration removed: nothing can be granted there any
+  // more, so their waiters go back to admission (which answers 503 at once)
+  // rather than wait for queue.timeout.
+  for (const auto& l : retired_) {
+    std::vector<std::shared_ptr<Waiter>> sent;  // destroyed after the lock: see ~EndpointState
+    std::lock_guard lock(l->mutex);
+    if (l->current) continue;
+    for (auto& waiter : l->queue) {
+      if (!waiter->done) {
+        waiter->done = true;
+        boost::asio::post(*waiter->io, [waiter] { waiter->on_grant(nullptr); });
+      }
+      sent.push_back(std::move(waiter));
+    }
+    l->queue.clear();
+    l->queued.store(0);
+  }
 }
 
 EndpointState* Runtime::find(std::string_view id) const noexcept {

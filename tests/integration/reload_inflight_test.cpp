@@ -345,5 +345,37 @@ TEST_F(ReloadInflightTest, ReloadDuringASlowProbeLeavesNoSlotBehind) {
       << "a probe's slot was never given back";
 }
 
+// A request queued on an endpoint that a reload removes gets its 503 at
+// once, not at queue.timeout.
+TEST_F(ReloadInflightTest, WaiterOfARemovedEndpointGets503AtOnce) {
+  Behavior held = Behavior::fixed(200, "held");
+  held.first_byte_delay = 3000ms;
+  worker_.on("/held", held);
+  setup({.queue_timeout = "8s", .health_interval = "10s", .max_concurrency = 1}, 2);
+  TcpClient c1(proxy_.proxy_port());
+  c1.set_timeout(10s);
+  ASSERT_TRUE(c1.send(build_request("GET", "/ep1/held", auth_headers())));
+  ASSERT_TRUE(worker_.wait_for_in_flight(1, kWait));
+  TcpClient c2(proxy_.proxy_port());
+  c2.set_timeout(10s);
+  ASSERT_TRUE(c2.send(build_request("GET", "/ep1/waiting", auth_headers())));
+  ASSERT_TRUE(wait_queue_length(1));
+
+  proxy_.remove_endpoint("ep1");
+  FakeWorker other;
+  proxy_.add_endpoint({.id = "ep2", .workers = {other.url()}, .health_interval = "10s"});
+  proxy_.write_config();
+  const auto reloaded_at = Clock::now();
+  ASSERT_TRUE(sighup_and_wait());
+  auto r2 = c2.read_response();
+  ASSERT_TRUE(r2);
+  EXPECT_TRUE(IsFrontdoorError(*r2, 503, "no_worker_ready")) << r2->raw;
+  EXPECT_LT(Clock::now() - reloaded_at, 2s) << "the waiter sat until queue.timeout";
+  auto r1 = c1.read_response();
+  ASSERT_TRUE(r1);
+  EXPECT_EQ(r1->body, "held") << "the request in flight on the removed endpoint was cut";
+  EXPECT_EQ(worker_.request_count(), 1u);
+}
+
 }  // namespace
 }  // namespace frontdoor::test

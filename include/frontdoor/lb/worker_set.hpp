@@ -164,7 +164,8 @@ struct Runtime {
   std::vector<std::unique_ptr<EndpointState>> endpoints;  // same order as config->endpoints
   EndpointState* find(std::string_view id) const noexcept;
   // After this runtime was published: lets waiters queued on the previous
-  // one through to the workers it added.
+  // one through to the workers it added, and sends those of endpoints it
+  // removed back to admission (where they find no endpoint: 503).
   void dispatch() const;
 
   // After a reload, before this runtime is published: endpoints that exist

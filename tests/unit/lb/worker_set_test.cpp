@@ -367,6 +367,28 @@ TEST(WorkerSet, WaitersOfARuntimeThatGoesAreDropped) {
   EXPECT_NE(rt2->find("ep1")->try_acquire(nullptr, 1), nullptr);
 }
 
+// A reload that removes an endpoint sends its waiters back to admission
+// once the new runtime is published: there they find no endpoint (503 at
+// once), instead of waiting for queue.timeout.
+TEST(WorkerSet, WaitersOfARemovedEndpointAreSentBack) {
+  boost::asio::io_context io;
+  auto rt1 = runtime({{.max_concurrency = 1}});
+  make_ready(*rt1);
+  auto* held = rt1->find("ep1")->try_acquire(nullptr, 1);
+  RecordingWaiter waiter(io);
+  ASSERT_EQ(rt1->find("ep1")->admit(waiter.waiter, 1).admission, EndpointState::Admission::queued);
+  auto rt2 = reload(*rt1, {{.id = "other", .ports = {6001}}});
+  io.run();
+  io.restart();
+  EXPECT_EQ(waiter.grants, 0) << "sent back before the new runtime was published";
+  rt2->dispatch();
+  io.run();
+  EXPECT_EQ(waiter.grants, 1);
+  EXPECT_EQ(waiter.granted, nullptr);
+  EXPECT_EQ(rt1->find("ep1")->queue_length(), 0u);
+  rt1->find("ep1")->release(*held);
+}
+
 // Concurrent clients on several threads, max_concurrency 1, with reloads
 // all along: the worker never has two requests admitted at once.
 TEST(WorkerSet, LimitHoldsUnderConcurrencyAndReloads) {
@@ -388,19 +410,25 @@ TEST(WorkerSet, LimitHoldsUnderConcurrencyAndReloads) {
       for (int i = 0; i < 2000; ++i) {
         auto rt = current();  // the session's runtime, held until the request ends
         auto* ep = rt->find("ep1");
-        WorkerState* w = ep->try_acquire(nullptr, ++r);
-        if (!w) {
+        WorkerState* w = nullptr;
+        while (!w) {
+          w = ep->try_acquire(nullptr, ++r);
+          if (w) break;
           RecordingWaiter waiter(io);
           auto a = ep->admit(waiter.waiter, ++r);
           if (a.admission == EndpointState::Admission::granted) {
             w = a.worker;
-          } else {
-            ASSERT_EQ(a.admission, EndpointState::Admission::queued);
-            while (!waiter.granted) {
-              io.run_one_for(std::chrono::milliseconds(50));
-              ASSERT_FALSE(stop.load()) << "a waiter was never granted";
-            }
-            w = waiter.granted;
+            break;
+          }
+          ASSERT_EQ(a.admission, EndpointState::Admission::queued);
+          while (waiter.grants == 0) {
+            io.run_one_for(std::chrono::milliseconds(50));
+            ASSERT_FALSE(stop.load()) << "a waiter was never granted";
+          }
+          w = waiter.granted;
+          if (!w) {  // sent back: admitted again on the newest runtime, as a session does
+            rt = current();
+            ep = rt->find("ep1");
           }
         }
         int now = ++holding;
