@@ -43,6 +43,27 @@ class ConcurrencyFixture : public ProxyTest {
         [n](const json::object& ep) { return json_int(ep, "queue_length") == n; }, timeout);
   }
 
+  // Starts with max_concurrency 1 and `queue_timeout`; then GET /ep1/held
+  // (answered after `hold`) takes the worker's only slot on `held`, and GET
+  // /ep1/waiting queues behind it on `queued`.
+  ::testing::AssertionResult start_held_and_queued(std::chrono::milliseconds hold, std::string queue_timeout,
+                                                   std::unique_ptr<TcpClient>& held,
+                                                   std::unique_ptr<TcpClient>& queued) {
+    Behavior b = Behavior::fixed(200, "held");
+    b.first_byte_delay = hold;
+    worker_.on("/held", b);
+    setup({.queue_timeout = std::move(queue_timeout), .health_interval = "10s", .max_concurrency = 1}, 2);
+    held = std::make_unique<TcpClient>(proxy_.proxy_port(), 10s);
+    if (!held->send(build_request("GET", "/ep1/held", auth_headers())))
+      return ::testing::AssertionFailure() << "cannot send /held";
+    if (!worker_.wait_for_in_flight(1, kWait)) return ::testing::AssertionFailure() << "/held never arrived";
+    queued = std::make_unique<TcpClient>(proxy_.proxy_port(), 10s);
+    if (!queued->send(build_request("GET", "/ep1/waiting", auth_headers())))
+      return ::testing::AssertionFailure() << "cannot send /waiting";
+    if (!wait_queue_length(1)) return ::testing::AssertionFailure() << "/waiting was not queued";
+    return ::testing::AssertionSuccess();
+  }
+
   void setup(EndpointSpec spec, unsigned threads) {
     proxy_.config().threads = threads;
     add_default_endpoint(std::move(spec));
@@ -285,18 +306,8 @@ TEST_F(ReloadInflightTest, RemovedWorkerFinishesItsRequest) {
 // time out while the new worker is idle.
 TEST_F(ReloadInflightTest, WaiterQueuedBeforeReloadIsServedByAWorkerTheReloadAdds) {
   FakeWorker added;
-  Behavior held = Behavior::fixed(200, "held");
-  held.first_byte_delay = 4000ms;
-  worker_.on("/held", held);
-  setup({.queue_timeout = "8s", .health_interval = "10s", .max_concurrency = 1}, 2);
-  TcpClient c1(proxy_.proxy_port());
-  c1.set_timeout(10s);
-  ASSERT_TRUE(c1.send(build_request("GET", "/ep1/held", auth_headers())));
-  ASSERT_TRUE(worker_.wait_for_in_flight(1, kWait));
-  TcpClient c2(proxy_.proxy_port());
-  c2.set_timeout(10s);
-  ASSERT_TRUE(c2.send(build_request("GET", "/ep1/waiting", auth_headers())));
-  ASSERT_TRUE(wait_queue_length(1));
+  std::unique_ptr<TcpClient> c1, c2;
+  ASSERT_TRUE(start_held_and_queued(4000ms, "8s", c1, c2));
 
   proxy_.remove_endpoint("ep1");
   proxy_.add_endpoint({.id = "ep1", .workers = {added.url()}, .queue_timeout = "8s", .health_interval = "10s",
@@ -304,13 +315,13 @@ TEST_F(ReloadInflightTest, WaiterQueuedBeforeReloadIsServedByAWorkerTheReloadAdd
   proxy_.write_config();
   const auto reloaded_at = Clock::now();
   ASSERT_TRUE(sighup_and_wait());
-  auto r2 = c2.read_response();
+  auto r2 = c2->read_response();
   ASSERT_TRUE(r2);
   EXPECT_EQ(r2->status, 200) << r2->raw;
   EXPECT_LT(Clock::now() - reloaded_at, 3s) << "the waiter sat until the old worker freed or queue.timeout";
   ASSERT_EQ(added.request_count(), 1u);
   EXPECT_EQ(added.requests()[0].target, "/waiting");
-  auto r1 = c1.read_response();
+  auto r1 = c1->read_response();
   ASSERT_TRUE(r1);
   EXPECT_EQ(r1->body, "held");
   EXPECT_EQ(worker_.request_count(), 1u);
@@ -348,18 +359,8 @@ TEST_F(ReloadInflightTest, ReloadDuringASlowProbeLeavesNoSlotBehind) {
 // A request queued on an endpoint that a reload removes gets its 503 at
 // once, not at queue.timeout.
 TEST_F(ReloadInflightTest, WaiterOfARemovedEndpointGets503AtOnce) {
-  Behavior held = Behavior::fixed(200, "held");
-  held.first_byte_delay = 3000ms;
-  worker_.on("/held", held);
-  setup({.queue_timeout = "8s", .health_interval = "10s", .max_concurrency = 1}, 2);
-  TcpClient c1(proxy_.proxy_port());
-  c1.set_timeout(10s);
-  ASSERT_TRUE(c1.send(build_request("GET", "/ep1/held", auth_headers())));
-  ASSERT_TRUE(worker_.wait_for_in_flight(1, kWait));
-  TcpClient c2(proxy_.proxy_port());
-  c2.set_timeout(10s);
-  ASSERT_TRUE(c2.send(build_request("GET", "/ep1/waiting", auth_headers())));
-  ASSERT_TRUE(wait_queue_length(1));
+  std::unique_ptr<TcpClient> c1, c2;
+  ASSERT_TRUE(start_held_and_queued(3000ms, "8s", c1, c2));
 
   proxy_.remove_endpoint("ep1");
   FakeWorker other;
@@ -367,11 +368,11 @@ TEST_F(ReloadInflightTest, WaiterOfARemovedEndpointGets503AtOnce) {
   proxy_.write_config();
   const auto reloaded_at = Clock::now();
   ASSERT_TRUE(sighup_and_wait());
-  auto r2 = c2.read_response();
+  auto r2 = c2->read_response();
   ASSERT_TRUE(r2);
   EXPECT_TRUE(IsFrontdoorError(*r2, 503, "no_worker_ready")) << r2->raw;
   EXPECT_LT(Clock::now() - reloaded_at, 2s) << "the waiter sat until queue.timeout";
-  auto r1 = c1.read_response();
+  auto r1 = c1->read_response();
   ASSERT_TRUE(r1);
   EXPECT_EQ(r1->body, "held") << "the request in flight on the removed endpoint was cut";
   EXPECT_EQ(worker_.request_count(), 1u);
