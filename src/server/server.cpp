@@ -499,9 +499,11 @@ class Server {
         std::_Exit(1);
       }
       shutting_down_ = true;
-      core::log::info("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+      // In force before it is said: whoever reads "draining" in the log
+      // finds new answers carrying Connection: close.
       admin_state_.readiness = admin::Readiness::draining;
       shared_.draining = true;
+      core::log::info("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
       const auto limits = config()->limits;
       grace_end_ = Clock::now() + limits.drain_delay + limits.shutdown_grace;
       shutdown_timer_.expires_after(limits.drain_delay);
