@@ -1,8 +1,6 @@
 #include "frontdoor/core/log.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,7 +15,6 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
-#include <limits>
 #include <mutex>
 #include <thread>
 #include <time.h>
@@ -209,17 +206,14 @@ struct AsyncWriter::Impl {
   Impl(int fd, std::size_t max) : fd(fd), max_queued_bytes(max), sink(sink_of(fd)) {}
 
   // How a write to the fd can block. A regular file or a character device
-  // such as /dev/null takes a whole batch at once; a pipe (a container
-  // runtime, a log shipper) can fill up, and its free space is known; a
-  // socket or a terminal is written a page at a time after POLLOUT.
-  enum class Sink { file, pipe, other };
+  // that is not a terminal (/dev/null) takes a whole batch at once; a pipe,
+  // socket or terminal can fill up and stay full.
+  enum class Sink { file, stream };
   static Sink sink_of(int fd) noexcept {
     struct stat st {};
-    if (::fstat(fd, &st) != 0) return Sink::other;
-    if (S_ISREG(st.st_mode)) return Sink::file;
-    if (S_ISFIFO(st.st_mode)) return Sink::pipe;
-    if (S_ISCHR(st.st_mode) && !::isatty(fd)) return Sink::file;  // /dev/null
-    return Sink::other;
+    if (::fstat(fd, &st) != 0) return Sink::stream;
+    if (S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && !::isatty(fd))) return Sink::file;
+    return Sink::stream;
   }
 
   const int fd;
@@ -256,54 +250,40 @@ struct AsyncWriter::Impl {
     }
   }
 
-  // Bytes that one write(2) can take now without blocking (0: wait for POLLOUT).
-  std::size_t room() const noexcept {
-    constexpr std::size_t kPage = 4096;
-    switch (sink) {
-      case Sink::file:
-        return std::numeric_limits<std::size_t>::max();
-      case Sink::pipe: {
-        // Capacity minus what is unread, less two pages: the first page
-        // may be partly read (not free yet) and the last partly written
-        // (a write need not fill it up).
-        const int capacity = ::fcntl(fd, F_GETPIPE_SZ);
-        int unread = 0;
-        if (capacity <= 0 || ::ioctl(fd, FIONREAD, &unread) != 0) return 0;
-        const auto used = static_cast<std::size_t>(unread) + 2 * kPage;
-        return used < static_cast<std::size_t>(capacity) ? static_cast<std::size_t>(capacity) - used : 0;
-      }
-      case Sink::other:
-        break;
-    }
-    return 0;
-  }
-
   std::size_t write_batch(std::string_view batch) {
-    // Never a write(2) that can block for long: the exit deadline must be
-    // able to give up. After POLLOUT, a pipe, socket or terminal has at
-    // least one page free; a pipe says how much more. Cut after a newline
-    // when there is one, so that giving up never splits a line.
+    // Never a write(2) that can block for long, so that the exit deadline
+    // can give up: to a pipe, socket or terminal at most one page, after
+    // POLLOUT (which on a pipe means a free page: Linux then never blocks,
+    // and a write of at most PIPE_BUF is never interleaved with another
+    // writer's, e.g. stderr on the same pipe); cut after a newline when
+    // there is one, so that giving up never splits a line. A file or
+    // /dev/null takes the whole batch.
     constexpr std::size_t kPage = 4096;
     std::size_t off = 0;
+    bool wait = sink == Sink::stream;
     while (off < batch.size()) {
       if (give_up.load(std::memory_order_relaxed)) break;
-      std::size_t n = room();
-      if (n == 0) {
+      std::size_t n = batch.size() - off;
+      if (wait) {
         pollfd p{fd, POLLOUT, 0};
         int rc = ::poll(&p, 1, 100);
         if (rc < 0 && errno != EINTR) break;
         if (rc <= 0) continue;
         if (p.revents & (POLLERR | POLLNVAL)) break;
-        n = kPage;
+        n = std::min(n, kPage);
       }
-      n = std::min(n, batch.size() - off);
+      wait = sink == Sink::stream;
       if (off + n < batch.size()) {
         auto nl = batch.substr(off, n).rfind('\n');
         if (nl != std::string_view::npos) n = nl + 1;
       }
       ssize_t w = ::write(fd, batch.data() + off, n);
       if (w < 0) {
-        if (errno == EINTR || errno == EAGAIN) continue;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {  // a non-blocking fd someone else set up: wait for room
+          wait = true;
+          continue;
+        }
         break;  // EPIPE (SIGPIPE is ignored), EBADF...: the reader is gone
       }
       off += static_cast<std::size_t>(w);

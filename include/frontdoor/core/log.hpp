@@ -72,10 +72,11 @@ inline char* write_raw(char* p, std::string_view s) noexcept {
 // slow reader (a container log driver, journald under backpressure, a full
 // pipe) never blocks the threads that produce them. The queue is bounded:
 // when more than `max_queued_bytes` wait, a new batch is dropped whole and
-// its lines are counted. Writes go out in pieces of at most 4 KiB after
-// poll() says the descriptor is writable, so the writer itself never sits in
-// a write(2) it cannot leave; the descriptor keeps its blocking mode (it may
-// be shared with other writers, e.g. stderr on the same pipe).
+// its lines are counted. To a pipe, socket or terminal, writes go out in
+// pieces of at most 4 KiB after poll() says the descriptor is writable, so
+// the writer itself never sits in a write(2) it cannot leave; the descriptor
+// keeps its blocking mode (it may be shared with other writers, e.g. stderr
+// on the same pipe). A regular file or /dev/null takes each batch whole.
 class AsyncWriter {
  public:
   AsyncWriter(int fd, std::size_t max_queued_bytes);
