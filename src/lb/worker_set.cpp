@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -147,6 +148,18 @@ bool EndpointState::any_eligible() const {
   return false;
 }
 
+std::size_t EndpointState::free_slots() const {
+  const auto max = live_->max_concurrency.load(std::memory_order_relaxed);
+  std::size_t free = 0;
+  for (const auto& w : workers_) {
+    if (w->health.load(std::memory_order_relaxed) != WorkerHealth::ready) continue;
+    if (max == 0) return std::numeric_limits<std::size_t>::max();
+    const auto n = w->in_flight.load(std::memory_order_relaxed);
+    if (n < max) free += max - n;
+  }
+  return free;
+}
+
 WorkerState* EndpointState::pick(const WorkerState* avoid, std::uint64_t random) {
   // A small endpoint fits on the stack; the candidate list is rebuilt per
   // pick from the shared atomics so every thread sees the whole load.
@@ -247,6 +260,7 @@ void EndpointState::release(WorkerState& w) {
 }
 
 void EndpointState::dispatch_locked(EndpointLive& l) {
+  std::size_t sent_back = 0;
   // One pass in arrival order: each waiter takes a worker of its own
   // configuration if one is eligible (so the WorkerState it gets lives as
   // long as its session's Runtime); a waiter whose configuration has none
@@ -265,12 +279,14 @@ void EndpointState::dispatch_locked(EndpointLive& l) {
     auto* w = waiter->endpoint->pick(waiter->avoid, l.dispatch_random);
     // Queued on an older configuration that has no worker free while the
     // newest has one (a reload added it): back to admission, on the newest
-    // (review: such waiters used to sit until queue.timeout).
-    const bool send_back = !w && waiter->endpoint != l.current;
+    // (review: such waiters used to sit until queue.timeout). As many as
+    // the newest has free slots, oldest first: the others keep their place.
+    const bool send_back = !w && waiter->endpoint != l.current && sent_back < l.current->free_slots();
     if (!w && !send_back) {
       ++it;
       continue;
     }
+    if (send_back) ++sent_back;
     auto granted = std::move(waiter);
     it = l.queue.erase(it);
     granted->done = true;

@@ -648,7 +648,8 @@ void Session::acquire_worker() {
     case lb::EndpointState::Admission::queued:
       req_.waiter = std::move(waiter);
       phase_ = Phase::queued;
-      set_deadline(endpoint->config().queue.timeout);
+      req_.queue_deadline = Clock::now() + endpoint->config().queue.timeout;
+      deadline_ = req_.queue_deadline;
       watch_client();  // a client that goes away leaves the queue at once
       return;
   }
@@ -678,19 +679,25 @@ void Session::on_granted(lb::WorkerState* worker) {
 // request is admitted again on the thread's newest runtime, keeping its
 // queue deadline. Nothing of the old runtime is kept: it may go now.
 void Session::admit_again() {
+  const auto queue_deadline = req_.queue_deadline;
+  // A retry avoids the worker that failed: the same one (same live state)
+  // in the newest configuration.
+  const auto failed = req_.failed_worker ? req_.failed_worker->live : nullptr;
   req_.runtime = ctx_.runtime();
   req_.config = req_.runtime->config.get();
   req_.endpoint = req_.runtime->find(req_.route.endpoint);
   req_.worker = nullptr;
   req_.failed_worker = nullptr;
-  if (!req_.endpoint) {  // the reload removed the endpoint
+  // The sweep may have found the wait over while this was on its way.
+  if (!req_.endpoint || Clock::now() >= queue_deadline) {
     end_request(Reason::no_worker_ready, End::complete, kRetryAfter);
     return;
   }
-  const auto deadline = deadline_;
+  for (const auto& w : req_.endpoint->workers())
+    if (failed && w->live == failed) req_.failed_worker = w.get();
   --req_.attempts;  // acquire_worker() counts a try; this is not one
   acquire_worker();
-  if (phase_ == Phase::queued) deadline_ = deadline;
+  if (phase_ == Phase::queued) req_.queue_deadline = deadline_ = queue_deadline;
 }
 
 // Leaves the endpoint's queue, if queued. A waiter granted meanwhile has a

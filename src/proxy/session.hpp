@@ -184,6 +184,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     std::uint64_t bytes_out = 0;  // response bytes written to the client
     unsigned attempts = 0;
     std::shared_ptr<lb::Waiter> waiter;  // while queued for a worker
+    Clock::time_point queue_deadline{};  // when the current wait for a worker ends (queue.timeout)
     auth::KeyRuntime* key_slot = nullptr;  // rate_limit.max_concurrent, released once
     // Request body, client → worker.
     Framing framing = Framing::none;

@@ -146,6 +146,8 @@ class EndpointState {
   // whenever a limit or a queue matters.
   WorkerState* pick(const WorkerState* avoid, std::uint64_t random);
   bool any_eligible() const;
+  // Requests this configuration could take now: ready workers' free slots.
+  std::size_t free_slots() const;
   // With the live mutex held: hands free slots to the oldest waiters that
   // can use them.
   static void dispatch_locked(EndpointLive& live);

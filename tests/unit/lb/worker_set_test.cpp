@@ -223,6 +223,37 @@ TEST(WorkerSet, OldWaiterIsSentBackForAWorkerOnlyTheNewRuntimeHas) {
   EXPECT_EQ(worker_of(*rt2, 5001).in_flight.load(), 0u);
 }
 
+// Only as many old waiters are sent back as the new workers have free
+// slots, oldest first; the others keep their place in the queue.
+TEST(WorkerSet, OldWaitersSentBackNoMoreThanTheNewWorkersCanTake) {
+  boost::asio::io_context io;
+  auto rt1 = runtime({{.max_concurrency = 1}});
+  make_ready(*rt1);
+  auto* ep1 = rt1->find("ep1");
+  auto* held = ep1->try_acquire(nullptr, 1);
+  RecordingWaiter first(io), second(io), third(io);
+  for (auto* w : {&first, &second, &third})
+    ASSERT_EQ(ep1->admit(w->waiter, 1).admission, EndpointState::Admission::queued);
+
+  auto rt2 = reload(*rt1, {{.ports = {5001, 5002}, .max_concurrency = 1}});
+  auto* ep2 = rt2->find("ep1");
+  ep2->record(worker_of(*rt2, 5002), ProbeResult::ready);
+  io.run();
+  io.restart();
+  EXPECT_EQ(first.grants, 1) << "the oldest goes first";
+  EXPECT_EQ(second.grants, 0);
+  EXPECT_EQ(third.grants, 0);
+  EXPECT_EQ(ep2->queue_length(), 2u);
+  ep1->release(*held);
+  io.run();
+  EXPECT_EQ(second.grants, 1);
+  EXPECT_EQ(second.granted, held) << "5001 freed: granted on its own configuration";
+  EXPECT_EQ(third.grants, 1) << "5002 is still free (nobody admitted the first again here)";
+  EXPECT_EQ(third.granted, nullptr);
+  EXPECT_EQ(ep2->queue_length(), 0u);
+  ep1->release(*second.granted);
+}
+
 // A waiter whose runtime still has a free worker is granted it, not sent
 // back, even though a newer runtime exists.
 TEST(WorkerSet, OldWaiterIsGrantedAWorkerBothRuntimesHave) {
