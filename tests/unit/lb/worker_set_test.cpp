@@ -187,19 +187,30 @@ TEST(WorkerSet, WaiterQueuedBeforeReloadGetsAWorkerTurningReadyAfterIt) {
   EXPECT_EQ(rt2->find("ep1")->queue_length(), 0u);
 }
 
+// rt1: one ready worker (5001) with max_concurrency 1, its slot `held`, and
+// `old_waiter` queued behind it.
+struct HeldAndQueued {
+  boost::asio::io_context io;
+  std::shared_ptr<Runtime> rt1 = runtime({{.max_concurrency = 1}});
+  EndpointState* ep1 = nullptr;
+  WorkerState* held = nullptr;
+  RecordingWaiter old_waiter{io};
+  HeldAndQueued() {
+    make_ready(*rt1);
+    ep1 = rt1->find("ep1");
+    held = ep1->try_acquire(nullptr, 1);
+    EXPECT_EQ(ep1->admit(old_waiter.waiter, 1).admission, EndpointState::Admission::queued);
+  }
+};
+
 // The reload adds 5002; it turns ready. The old waiter cannot be given a
 // worker that its runtime does not hold (its WorkerState would die with the
 // new runtime): it is sent back to admission with on_grant(nullptr), and the
 // session admits it again on the newest runtime, instead of leaving it to
 // sit until queue.timeout while 5002 is idle.
 TEST(WorkerSet, OldWaiterIsSentBackForAWorkerOnlyTheNewRuntimeHas) {
-  boost::asio::io_context io;
-  auto rt1 = runtime({{.max_concurrency = 1}});
-  make_ready(*rt1);
-  auto* ep1 = rt1->find("ep1");
-  auto* held = ep1->try_acquire(nullptr, 1);
-  RecordingWaiter old_waiter(io);
-  ASSERT_EQ(ep1->admit(old_waiter.waiter, 1).admission, EndpointState::Admission::queued);
+  HeldAndQueued f;
+  auto& [io, rt1, ep1, held, old_waiter] = f;
 
   auto rt2 = reload(*rt1, {{.ports = {5001, 5002}, .max_concurrency = 1}});
   auto* ep2 = rt2->find("ep1");
@@ -257,13 +268,8 @@ TEST(WorkerSet, OldWaitersSentBackNoMoreThanTheNewWorkersCanTake) {
 // A waiter whose runtime still has a free worker is granted it, not sent
 // back, even though a newer runtime exists.
 TEST(WorkerSet, OldWaiterIsGrantedAWorkerBothRuntimesHave) {
-  boost::asio::io_context io;
-  auto rt1 = runtime({{.max_concurrency = 1}});
-  make_ready(*rt1);
-  auto* ep1 = rt1->find("ep1");
-  auto* held = ep1->try_acquire(nullptr, 1);
-  RecordingWaiter old_waiter(io);
-  ASSERT_EQ(ep1->admit(old_waiter.waiter, 1).admission, EndpointState::Admission::queued);
+  HeldAndQueued f;
+  auto& [io, rt1, ep1, held, old_waiter] = f;
   auto rt2 = reload(*rt1, {{.max_concurrency = 1}});
   rt2->dispatch();  // as the server does once rt2 is published: nothing free yet
   io.run();
