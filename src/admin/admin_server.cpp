@@ -190,6 +190,23 @@ std::string metrics_text(proxy::Shared& shared) {
   out += "frontdoor_request_duration_seconds_sum " + num(m.duration_sum) + "\n";
   out += "frontdoor_request_duration_seconds_count " + std::to_string(m.duration_count) + "\n";
 
+  // WebSocket tunnels (SPEC §4 step 6). Closed ones by why they ended, as
+  // the access log's `error` says it.
+  std::uint64_t closed = 0;
+  for (auto n : m.tunnels_closed) closed += n;
+  out += "# HELP frontdoor_websocket_tunnels_open WebSocket tunnels open now.\n";
+  out += "# TYPE frontdoor_websocket_tunnels_open gauge\n";
+  out += "frontdoor_websocket_tunnels_open " + std::to_string(m.tunnels_opened - std::min(closed, m.tunnels_opened)) + "\n";
+  out += "# HELP frontdoor_websocket_tunnels_opened_total WebSocket tunnels opened (101 relayed).\n";
+  out += "# TYPE frontdoor_websocket_tunnels_opened_total counter\n";
+  out += "frontdoor_websocket_tunnels_opened_total " + std::to_string(m.tunnels_opened) + "\n";
+  out += "# HELP frontdoor_websocket_tunnels_closed_total WebSocket tunnels closed, by why they ended.\n";
+  out += "# TYPE frontdoor_websocket_tunnels_closed_total counter\n";
+  for (auto why : {proxy::End::client_closed, proxy::End::worker_closed, proxy::End::idle_timeout,
+                   proxy::End::revoked, proxy::End::shutdown})
+    out += "frontdoor_websocket_tunnels_closed_total{reason=\"" + std::string(proxy::to_string(why)) + "\"} " +
+           std::to_string(m.tunnels_closed[static_cast<std::size_t>(why)]) + "\n";
+
   auto rt = shared.runtime.load();
   out += "# HELP frontdoor_worker_state 1 for the worker's current state.\n# TYPE frontdoor_worker_state gauge\n";
   std::string in_flight =

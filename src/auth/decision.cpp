@@ -11,6 +11,11 @@ bool is_read_method(std::string_view method) noexcept {
 
 Reason decide(const Key* key, core::UnixSeconds now, std::string_view endpoint,
               bool endpoint_exists, std::string_view method) noexcept {
+  return decide(key, now, endpoint, endpoint_exists, is_read_method(method) ? Access::read : Access::read_write);
+}
+
+Reason decide(const Key* key, core::UnixSeconds now, std::string_view endpoint,
+              bool endpoint_exists, Access need) noexcept {
   if (key == nullptr) return Reason::invalid_api_key;
   if (!key->enabled) return Reason::api_key_disabled;
   if (key->expired_at(now)) return Reason::api_key_expired;
@@ -22,7 +27,7 @@ Reason decide(const Key* key, core::UnixSeconds now, std::string_view endpoint,
     return a != Access::none ? Reason::endpoint_not_found : Reason::insufficient_scope;
   }
   if (a == Access::none) return Reason::insufficient_scope;
-  if (a == Access::read && !is_read_method(method)) return Reason::insufficient_scope;
+  if (a == Access::read && need == Access::read_write) return Reason::insufficient_scope;
   return Reason::none;
 }
 

@@ -270,15 +270,18 @@ HeadCheck check_request_head(const RequestHead& head, std::string_view raw_head,
     return fail(Reason::bad_request);
   }
 
-  if (upgrade_websocket) {
+  // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored (and, as
+  // a hop-by-hop header, not forwarded).
+  if (upgrade_websocket && head.version() >= 11) {
     for (const auto& f : head) {
       if (f.name() == bhttp::field::connection &&
           has_token(std::string_view(f.value().data(), f.value().size()), "upgrade")) {
         r.websocket = true;
-        // SPEC §4 step 6: an upgrade is a GET without a body. One with a
-        // body is refused and the connection closed (review H1).
-        if (r.has_body()) return fail(Reason::bad_request);
-        return fail(Reason::upgrade_not_supported);
+        // SPEC §4 step 6: an upgrade is a GET without a body (RFC 6455
+        // §4.1). Anything else is refused and the connection closed (a
+        // body is left unread: review H1).
+        if (r.has_body() || head.method() != bhttp::verb::get) return fail(Reason::bad_request);
+        break;
       }
     }
   }
@@ -293,6 +296,7 @@ void build_upstream_request(const RequestHead& head, const UpstreamRequest& u, s
 
   const std::string tokens = connection_tokens(head);
   std::string forwarded_for_joined;  // only when the peer is trusted
+  if (u.websocket) out.append("Connection: upgrade\r\nUpgrade: websocket\r\n");  // SPEC §4 step 6
   for (const auto& f : head) {
     auto name = std::string_view(f.name_string().data(), f.name_string().size());
     auto value = std::string_view(f.value().data(), f.value().size());
@@ -356,11 +360,19 @@ void build_downstream_response(const ResponseHead& head, const DownstreamRespons
       continue;
     }
     if (f.name() == bhttp::field::unknown && iequals(name, "x-request-id")) continue;
+    if (d.switching && (f.name() == bhttp::field::connection || f.name() == bhttp::field::upgrade)) {
+      append_header(out, name, value);  // the 101 that opens a tunnel says what it switches to
+      continue;
+    }
     if (is_dropped_header(f.name(), name, tokens)) continue;
     append_header(out, name, value);
   }
   append_header(out, "X-Request-Id", d.request_id);
   out.append(d.extra_headers);
+  if (d.switching) {  // no body, no framing: the connection belongs to the tunnel now
+    out.append("\r\n");
+    return;
+  }
   if (d.chunked) {
     out.append("Transfer-Encoding: chunked\r\n");
   } else if (d.content_length) {

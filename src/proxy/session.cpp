@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 
 #include <array>
@@ -52,6 +53,12 @@ constexpr std::size_t kWatchLimit = 65536;             // client bytes read ahea
 constexpr std::size_t kDrainLimit = 64 * 1024;         // SPEC §4 step 1
 constexpr auto kLingerTime = std::chrono::seconds(2);  // bound on a graceful close
 constexpr auto kUncheckedReuse = std::chrono::microseconds(500);  // pooled connections: see start_attempt
+// A tunnel being closed (revoked key, shutdown) waits this long for a frame
+// boundary in each direction before it cuts the connections (SPEC §4 step 6:
+// closed within 1 s of the revocation; the sweep notices it within ~0.1 s).
+constexpr auto kTunnelCloseTime = std::chrono::milliseconds(500);
+constexpr std::string_view kRevokedReason = "api key revoked";
+constexpr std::string_view kShutdownReason = "frontdoor shutting down";
 constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 constexpr std::string_view kCrlfLastChunk = "\r\n0\r\n\r\n";
@@ -113,18 +120,6 @@ unsigned cut_status(End e) noexcept {
 }
 
 }  // namespace
-
-std::string_view to_string(End e) noexcept {
-  switch (e) {
-    case End::complete: return "";
-    case End::client_closed: return "client_closed";
-    case End::worker_closed: return "worker_closed";
-    case End::idle_timeout: return "idle_timeout";
-    case End::shutdown: return "shutdown";
-    case End::revoked: return "revoked";
-  }
-  return "";
-}
 
 // ---------------------------------------------------------------------------
 // Connection
@@ -258,6 +253,10 @@ void Session::on_client_read(error_code ec, std::size_t n) {
     linger();
     return;
   }
+  if (phase_ == Phase::tunnel) {
+    on_tunnel_client_read(ec, n);
+    return;
+  }
   if (ec || n == 0) {
     keep_ = Keep::gone;
     on_client_gone();
@@ -361,6 +360,10 @@ void Session::on_sweep(Clock::time_point now) {
   // disconnect cancels it (a worker may think for minutes). Short requests
   // never pay the extra read.
   if (phase_ == Phase::queued || (phase_ == Phase::exchange && req_.body_read())) watch_client();
+  if (phase_ == Phase::tunnel) {
+    tunnel_sweep(now);
+    return;
+  }
   if (now < deadline_) return;
   deadline_ = Clock::time_point::max();
   switch (phase_) {
@@ -406,6 +409,7 @@ void Session::on_sweep(Clock::time_point now) {
     case Phase::continue_100:
     case Phase::reply:
     case Phase::closed:
+    case Phase::tunnel:  // (handled above)
       close();  // a client that does not read its answer
       return;
   }
@@ -416,6 +420,9 @@ void Session::on_drain() {
   // Kept-alive connections between requests close at once; a request in
   // progress finishes and its answer carries Connection: close.
   if (phase_ == Phase::idle || (phase_ == Phase::first_head && in_.size() == 0)) linger();
+  // Tunnels get shutdown_grace like streams, then a Close frame (1001).
+  if (phase_ == Phase::tunnel && ctx_.shared().grace_over.load(std::memory_order_relaxed))
+    close_tunnel(End::shutdown);
 }
 
 void Session::on_shutdown() {
@@ -505,8 +512,7 @@ void Session::on_request_head(std::size_t head_size) {
     req_.framing = Framing::none;
   }
   if (req_.head.reason != Reason::none) {
-    bool close_after = req_.head.reason != Reason::upgrade_not_supported;
-    reply(req_.head.reason, close_after);
+    reply(req_.head.reason, true);
     return;
   }
 
@@ -533,14 +539,22 @@ Reason Session::authenticate_and_route() {
   if (bearer.reason != Reason::none) return bearer.reason;
 
   const auto& keys = ctx_.keys();
-  const auth::Key* key = keys ? keys->find_by_hash(auth::sha256(bearer.token)) : nullptr;
+  const auto digest = auth::sha256(bearer.token);
+  const auth::Key* key = keys ? keys->find_by_hash(digest) : nullptr;
   if (key) req_.key_id = key->id;
 
   req_.route = http::route(req_.head.host, req_.head.target, req_.config->routing);
   req_.endpoint = req_.runtime->find(req_.route.endpoint);
   const auto now = core::now_unix();
-  auto decision =
-      auth::decide(key, now, req_.route.endpoint, req_.endpoint != nullptr, sv(head.method_string()));
+  // A tunnel carries the client's writes: it needs read_write (SPEC §4 step 6).
+  auto decision = req_.head.websocket
+                      ? auth::decide(key, now, req_.route.endpoint, req_.endpoint != nullptr, auth::Access::read_write)
+                      : auth::decide(key, now, req_.route.endpoint, req_.endpoint != nullptr, sv(head.method_string()));
+  if (req_.head.websocket) {  // kept to notice a revocation while the tunnel is open
+    req_.keys = keys;
+    req_.key = key;
+    req_.key_hash = digest;
+  }
   if (key && decision != Reason::api_key_disabled && decision != Reason::api_key_expired) {
     // Usage: atomics beside the snapshot, flushed by the store thread.
     auto& rt = key->runtime();
@@ -800,6 +814,7 @@ void Session::send_request_head() {
   u.key_id = req_.key_id;
   u.strip_authorization = req_.config->keys.strip_authorization;
   u.chunked = req_.framing == Framing::chunked;
+  u.websocket = req_.head.websocket;
   if (req_.framing == Framing::length)
     u.content_length = req_.remaining;
   else if (head.method() == bhttp::verb::post || head.method() == bhttp::verb::put ||
@@ -962,6 +977,15 @@ void Session::pump_request() {
 
 void Session::on_request_written(error_code ec, std::size_t) {
   auto& a = *attempt_;
+  if (phase_ == Phase::tunnel) {  // the 101 came before this write's end was known
+    if (ec) {
+      cut_tunnel(End::worker_closed);
+      return;
+    }
+    a.out.clear();
+    tunnel_up();
+    return;
+  }
   if (ec) {
     // The worker stopped reading: often because it answered early (a 413
     // or 401 of its own) and closed. Its answer, if any, is relayed: the
@@ -1022,6 +1046,10 @@ void Session::read_upstream() {
 }
 
 void Session::on_upstream_read(error_code ec, std::size_t n) {
+  if (phase_ == Phase::tunnel) {
+    on_tunnel_upstream_read(ec, n);
+    return;
+  }
   auto& a = *attempt_;
   if (ec || n == 0) {
     if (a.download == Download::head) {
@@ -1081,9 +1109,14 @@ bool Session::parse_response_head() {
       return false;
     }
     auto status = a.parser->get().result_int();
+    if (status == 101 && req_.head.websocket) {
+      open_tunnel();
+      return false;
+    }
     if (status >= 100 && status < 200) {
-      // Interim responses are not relayed (we never forward Expect or
-      // Upgrade); 101 would switch to a protocol we did not ask for.
+      // Interim responses are not relayed (we never forward Expect); 101
+      // to anything but a WebSocket upgrade would switch to a protocol we
+      // did not ask for.
       if (status == 101) {
         attempt_failed(Reason::worker_unavailable);
         return false;
@@ -1299,6 +1332,263 @@ void Session::maybe_complete() {
 }
 
 // ---------------------------------------------------------------------------
+// WebSocket tunnel (SPEC §4 step 6)
+// ---------------------------------------------------------------------------
+// After the worker's 101 the connection carries bytes both ways. Each
+// direction is one more relay on the attempt, strictly "read, then write,
+// then read", so a slow reader slows its writer and memory stays at the two
+// read buffers. The tunnel holds its worker slot and its key's concurrency
+// slot until it ends, and is logged once then (status 101).
+//
+// It ends when both sides have closed (a half-close is passed on), when
+// either side resets, after timeouts.idle without a byte either way, or
+// when frontdoor closes it (close_tunnel: a revoked key, the end of
+// shutdown_grace) with a Close frame of its own to each side, sent at a
+// frame boundary of that direction.
+
+void Session::open_tunnel() {
+  auto& a = *attempt_;
+  const auto& res = a.parser->get();
+  phase_ = Phase::tunnel;
+  req_.status = 101;
+  a.download = Download::body;
+  // The handshake was written (sent), or its write's end is on its way
+  // (writing: on_request_written then starts this direction).
+  if (a.upload != Upload::writing) a.upload = Upload::waiting;
+  close_when_done();  // never HTTP again
+  set_deadline(req_.endpoint->config().timeouts.idle);
+  ctx_.metrics().tunnel_opened();
+
+  http::DownstreamResponse d;
+  d.request_id = req_.request_id();
+  d.switching = true;
+  d.extra_headers = req_.rate_headers;
+  client_out_.clear();
+  http::build_downstream_response(res, d, client_out_);
+  // Bytes that came with the 101 (a.in) and with the handshake (in_) are
+  // the first of each direction.
+  tunnel_down();
+  tunnel_up();
+}
+
+// Client → worker: what the client sent, then the next read.
+void Session::tunnel_up() {
+  auto a = attempt_;
+  if (!a || phase_ != Phase::tunnel || a->upload != Upload::waiting) return;
+  if (!tunnel_closing() && a->download == Download::complete && client_.is_tls()) {
+    // The worker closed, and TLS has no half-close to pass on: the client
+    // gets close_notify, and what it still sends has nowhere to go.
+    a->upload = Upload::sent;
+    tunnel_maybe_finish();
+    return;
+  }
+  const bool closing = tunnel_closing();
+  const auto available = in_.view();
+  const std::size_t n = a->up_frames.advance(available, closing);
+  if (n == 0 && closing && a->up_frames.at_boundary()) {
+    // Our Close frame, masked as a client's must be (RFC 6455 §5.3).
+    a->out.clear();
+    const auto code = req_.end == End::revoked ? http::kClosePolicyViolation : http::kCloseGoingAway;
+    http::append_close_frame(a->out, code, req_.end == End::revoked ? kRevokedReason : kShutdownReason, true,
+                             static_cast<std::uint32_t>(ctx_.random()));
+    a->upload = Upload::writing;
+    asio::async_write(a->conn->socket, asio::buffer(a->out), [self = shared_from_this(), a](error_code ec, std::size_t) {
+      a->upload = Upload::sent;
+      if (a != self->attempt_ || self->phase_ != Phase::tunnel) return;
+      if (ec) {
+        self->cut_tunnel(End::worker_closed);
+        return;
+      }
+      error_code ignored;
+      a->conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      self->tunnel_maybe_finish();
+    });
+    return;
+  }
+  if (n == 0) {
+    read_client();  // no-op once the client has closed its side
+    return;
+  }
+  a->upload = Upload::writing;
+  a->req_consume = n;
+  ++in_writers_;  // the write points into in_: no read may move it meanwhile
+  asio::async_write(a->conn->socket, asio::buffer(available.data(), n),
+                    [self = shared_from_this(), a](error_code ec, std::size_t written) {
+                      --self->in_writers_;
+                      a->upload = Upload::waiting;
+                      if (a != self->attempt_ || self->phase_ != Phase::tunnel) return;
+                      if (ec) {
+                        self->cut_tunnel(End::worker_closed);
+                        return;
+                      }
+                      self->in_.consume(a->req_consume);
+                      self->req_.bytes_in += written;
+                      a->req_consume = 0;
+                      if (!self->tunnel_closing()) self->set_deadline(self->req_.endpoint->config().timeouts.idle);
+                      self->tunnel_up();
+                    });
+}
+
+void Session::on_tunnel_client_read(error_code ec, std::size_t n) {
+  auto a = attempt_;
+  if (!a) return;
+  if (ec && ec != asio::error::eof && ec != asio::ssl::error::stream_truncated) {
+    keep_ = Keep::gone;
+    cut_tunnel(End::client_closed);  // a reset
+    return;
+  }
+  if (ec || n == 0) {  // the client closed its side: so does the tunnel, towards the worker
+    keep_ = Keep::gone;
+    if (req_.end == End::complete) req_.end = End::client_closed;
+    if (a->upload == Upload::waiting) {
+      error_code ignored;
+      a->conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      a->upload = Upload::sent;
+    }
+    tunnel_maybe_finish();
+    return;
+  }
+  in_.commit(n);
+  if (!tunnel_closing()) set_deadline(req_.endpoint->config().timeouts.idle);
+  tunnel_up();
+}
+
+// Worker → client: what the worker sent (the 101 head first), then the
+// next read.
+void Session::tunnel_down() {
+  auto a = attempt_;
+  if (!a || phase_ != Phase::tunnel || client_write_pending_ || a->download == Download::complete) return;
+  const bool closing = tunnel_closing();
+  const auto available = data_of(a->in);
+  const std::size_t n = a->down_frames.advance(available, closing);
+  bool last = false;
+  if (n == 0 && closing && a->down_frames.at_boundary() && client_out_.empty()) {
+    const auto code = req_.end == End::revoked ? http::kClosePolicyViolation : http::kCloseGoingAway;
+    http::append_close_frame(client_out_, code, req_.end == End::revoked ? kRevokedReason : kShutdownReason, false, 0);
+    last = true;
+  }
+  if (n == 0 && client_out_.empty()) {
+    read_upstream();
+    return;
+  }
+  std::array<asio::const_buffer, 2> bufs{asio::buffer(client_out_), asio::buffer(available.data(), n)};
+  a->res_consume = n;
+  req_.stage = Stage::responding;
+  client_write_pending_ = true;
+  asio::async_write(client_, bufs, [self = shared_from_this(), a, last](error_code ec, std::size_t written) {
+    self->client_write_pending_ = false;
+    if (self->phase_ == Phase::closed) return;
+    self->req_.bytes_out += written;
+    if (a != self->attempt_ || self->phase_ != Phase::tunnel) return;
+    if (ec) {
+      self->keep_ = Keep::gone;
+      self->cut_tunnel(End::client_closed);
+      return;
+    }
+    self->client_out_.clear();
+    a->in.consume(a->res_consume);
+    a->res_consume = 0;
+    if (last) {
+      a->download = Download::complete;
+      self->tunnel_maybe_finish();
+      return;
+    }
+    if (!self->tunnel_closing()) self->set_deadline(self->req_.endpoint->config().timeouts.idle);
+    self->tunnel_down();
+  });
+}
+
+void Session::on_tunnel_upstream_read(error_code ec, std::size_t n) {
+  auto& a = *attempt_;
+  if (a.download == Download::complete) return;  // our Close frame went instead
+  if (ec && ec != asio::error::eof) {
+    cut_tunnel(End::worker_closed);  // a reset
+    return;
+  }
+  if (ec || n == 0) {  // the worker closed its side: so does the tunnel, towards the client
+    if (req_.end == End::complete) req_.end = End::worker_closed;
+    a.download = Download::complete;
+    if (!client_.is_tls()) {
+      error_code ignored;
+      client_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    }
+    tunnel_up();  // over TLS, this ends the client's side too
+    tunnel_maybe_finish();
+    return;
+  }
+  a.in.commit(n);
+  if (!tunnel_closing()) set_deadline(req_.endpoint->config().timeouts.idle);
+  tunnel_down();
+}
+
+// Both directions are over: the worker connection is closed, the slots go
+// back, the tunnel is logged, and the client connection closes gracefully.
+void Session::tunnel_maybe_finish() {
+  auto a = attempt_;
+  if (!a || phase_ != Phase::tunnel || client_write_pending_) return;
+  if (a->upload != Upload::sent || a->download != Download::complete) return;
+  drop_attempt();
+  release_key_slot();
+  req_.stage = Stage::responded;
+  log_and_count();
+  linger();
+}
+
+// Every sweep (~100 ms): the key may have been revoked, shutdown_grace may
+// be over, the tunnel may have been idle too long, or its close may be
+// taking too long.
+void Session::tunnel_sweep(Clock::time_point now) {
+  if (!tunnel_closing()) {
+    if (!key_still_valid()) {
+      close_tunnel(End::revoked);
+      return;
+    }
+    if (ctx_.shared().grace_over.load(std::memory_order_relaxed)) {
+      close_tunnel(End::shutdown);
+      return;
+    }
+  }
+  if (now < deadline_) return;
+  if (tunnel_closing()) {
+    cut_tunnel(req_.end);  // no frame boundary in time
+    return;
+  }
+  core::log::info("tunnel idle timeout", {{"request_id", req_.request_id()}});
+  cut_tunnel(End::idle_timeout);
+}
+
+// The tunnel's key, as this replica knows it now: still there (same hash),
+// enabled, not expired, with read_write on the endpoint.
+bool Session::key_still_valid() {
+  const auto& keys = ctx_.keys();
+  if (keys != req_.keys) {
+    req_.keys = keys;
+    req_.key = keys ? keys->find_by_hash(req_.key_hash) : nullptr;
+  }
+  return auth::decide(req_.key, core::now_unix(), req_.route.endpoint, true, auth::Access::read_write) ==
+         Reason::none;
+}
+
+// Closes the tunnel from our side: each direction relays up to its next
+// frame boundary, then carries our Close frame; the connections close once
+// both went, or after kTunnelCloseTime in any case.
+void Session::close_tunnel(End why) {
+  if (phase_ != Phase::tunnel || tunnel_closing()) return;
+  core::log::info("closing tunnel", {{"request_id", req_.request_id()},
+                                     {"key_id", req_.key_id},
+                                     {"why", to_string(why)}});
+  req_.end = why;
+  deadline_ = Clock::now() + kTunnelCloseTime;
+  tunnel_up();
+  tunnel_down();
+}
+
+// Ends the tunnel at once, both connections cut.
+void Session::cut_tunnel(End why) {
+  end_request(Reason::none, tunnel_closing() ? req_.end : why);
+}
+
+// ---------------------------------------------------------------------------
 // The end of a request
 // ---------------------------------------------------------------------------
 
@@ -1409,13 +1699,15 @@ void Session::count_request() {
   const auto now = Clock::now();
   const bool routed = req_.endpoint != nullptr;
   ctx_.metrics().record(routed ? std::string_view(req_.route.endpoint) : std::string_view(), req_.status,
-                        now - (req_.started == Clock::time_point{} ? now : req_.started));
+                        now - (req_.started == Clock::time_point{} ? now : req_.started),
+                        phase_ != Phase::tunnel);  // a tunnel's length is its users' choice
 }
 
 void Session::log_and_count() {
   if (req_.stage == Stage::ended) return;
   req_.stage = Stage::ended;
   count_request();
+  if (phase_ == Phase::tunnel) ctx_.metrics().tunnel_closed(static_cast<std::size_t>(req_.end));
   log_access();
 }
 

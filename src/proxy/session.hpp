@@ -9,6 +9,11 @@
 //     an old one find it is no longer current and do nothing.
 //   - Two body pumps: client → worker (pump_request) and worker → client
 //     (relay_response), each strictly "read, then write, then read".
+//   - A WebSocket tunnel (SPEC §4 step 6) is one more relay on the same
+//     attempt, after the worker's 101: bytes both ways (tunnel_up,
+//     tunnel_down), each strictly "read, then write, then read", with the
+//     frame boundaries followed so that a revoked key or a shutdown can
+//     close it with a Close frame of our own (close_tunnel).
 //   - end_request(): the one way a request ends early. It turns a local
 //     reply into a cut once response bytes have gone, releases the worker
 //     and key slots exactly once, and logs and counts exactly once.
@@ -25,6 +30,7 @@
 #include "frontdoor/auth/key.hpp"
 #include "frontdoor/core/reason.hpp"
 #include "frontdoor/http/body_decoder.hpp"
+#include "frontdoor/http/websocket.hpp"
 #include "frontdoor/http/message.hpp"
 #include "frontdoor/http/route.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
@@ -64,10 +70,6 @@ class ReadBuffer {
 // How a body is delimited in one direction.
 enum class Framing : std::uint8_t { none, length, chunked, until_eof };
 
-// Why a request ended without its response completing (SPEC §6 `error`).
-enum class End : std::uint8_t { complete, client_closed, worker_closed, idle_timeout, shutdown, revoked };
-std::string_view to_string(End e) noexcept;
-
 class Session final : public std::enable_shared_from_this<Session>, public Sweepable {
  public:
   Session(ThreadContext& ctx, boost::asio::ip::tcp::socket socket, const ListenerInfo& listener);
@@ -96,13 +98,16 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     queued,        // waiting for a worker slot: queue.timeout → 503
     connecting,    // connect to a worker: timeouts.connect → retry or 502
     exchange,      // request sent and/or response relayed
+    tunnel,        // a WebSocket tunnel: bytes both ways until both sides close
     reply,         // writing a local reply
     linger,        // graceful close: discarding unread input, or TLS close_notify
     closed,
   };
 
   // The request on one attempt, client → worker (pump_request). Per
-  // attempt: a retry sends the whole request again.
+  // attempt: a retry sends the whole request again. In a tunnel, the
+  // client's bytes (tunnel_up): waiting while it reads the client, writing,
+  // and sent once the client's end (or our Close frame) was passed on.
   enum class Upload : std::uint8_t {
     unsent,   // no byte handed to the worker yet: any failure may be retried
     waiting,  // part of it written; waiting for more body from the client
@@ -111,7 +116,9 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     refused,  // the worker stopped reading (it may have answered early)
   };
 
-  // The response on one attempt, worker → client (relay_response).
+  // The response on one attempt, worker → client (relay_response). In a
+  // tunnel (tunnel_down): body while it relays, complete once the worker's
+  // end (or our Close frame) was passed on.
   enum class Download : std::uint8_t {
     head,      // its head is not complete yet
     body,      // relaying the body
@@ -137,6 +144,9 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     Framing client_framing = Framing::none;
     std::uint64_t res_remaining = 0;  // Framing::length
     http::ChunkedDecoder res_chunked;
+    // Tunnel: frame boundaries of the bytes relayed each way.
+    http::FrameTracker up_frames;    // client → worker
+    http::FrameTracker down_frames;  // worker → client
 
     bool reused() const noexcept { return conn && conn->exchanges > 0; }
   };
@@ -186,6 +196,11 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
     std::shared_ptr<lb::Waiter> waiter;  // while queued for a worker
     Clock::time_point queue_deadline{};  // when the current wait for a worker ends (queue.timeout)
     auth::KeyRuntime* key_slot = nullptr;  // rate_limit.max_concurrent, released once
+    // A WebSocket upgrade: its key is looked up again whenever the key
+    // snapshot changes, so that a tunnel ends when the key is revoked.
+    std::shared_ptr<const auth::KeySet> keys;  // the snapshot `key` is from
+    const auth::Key* key = nullptr;
+    auth::Digest key_hash{};
     // Request body, client → worker.
     Framing framing = Framing::none;
     std::uint64_t remaining = 0;  // Framing::length
@@ -256,6 +271,20 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void relay_response();
   void on_response_written(error_code ec, std::size_t n, bool complete);
   void maybe_complete();
+
+  // WebSocket tunnel
+  void open_tunnel();
+  void tunnel_up();
+  void tunnel_down();
+  void on_tunnel_client_read(error_code ec, std::size_t n);
+  void on_tunnel_upstream_read(error_code ec, std::size_t n);
+  void tunnel_sweep(Clock::time_point now);
+  bool key_still_valid();
+  void close_tunnel(End why);
+  void cut_tunnel(End why);
+  void tunnel_maybe_finish();
+  // A Close frame of ours is on its way (a revoked key, shutdown).
+  bool tunnel_closing() const noexcept { return req_.end == End::revoked || req_.end == End::shutdown; }
 
   // the end of a request
   void release_key_slot();

@@ -526,6 +526,13 @@ class Server {
 
   void poll_done() {
     std::uint64_t open = shared_.client_connections.load();
+    if (open && Clock::now() >= grace_end_ && !shared_.grace_over.load() && tunnels_open()) {
+      // WebSocket tunnels get a Close frame (1001) at their next frame
+      // boundary: a moment more for that (SPEC §4 step 6), then everything
+      // still open is cut.
+      shared_.grace_over = true;
+      grace_end_ = Clock::now() + std::chrono::seconds(1);
+    }
     if (open == 0 || Clock::now() >= grace_end_) {
       if (open) core::log::warn("shutdown grace over, cutting connections", {{"connections", std::to_string(open), true}});
       for (auto& t : threads_) t->io().stop();
@@ -537,6 +544,14 @@ class Server {
     shutdown_timer_.async_wait([this](boost::system::error_code ec) {
       if (!ec) poll_done();
     });
+  }
+
+  bool tunnels_open() const {
+    proxy::MetricsSnapshot m;
+    for (const auto* t : shared_.metrics) t->add_to(m);
+    std::uint64_t closed = 0;
+    for (auto n : m.tunnels_closed) closed += n;
+    return m.tunnels_opened > closed;
   }
 
   mutable std::mutex config_mutex_;

@@ -165,14 +165,29 @@ TEST_F(HeadersTest, ResponseHeadersAreFiltered) {
   EXPECT_EQ(r.header_count("Set-Cookie"), 2u);
 }
 
-TEST_F(HeadersTest, WebSocketUpgradeIs501) {
+TEST_F(HeadersTest, WebSocketUpgradeIsForwardedWithItsHeadersAndWithoutTheKey) {
   start();
-  auto r = get("/ep1/ws", {{"Connection", "Upgrade"},
+  auto r = get("/ep1/ws", {{"Connection", "keep-alive, Upgrade"},
                            {"Upgrade", "websocket"},
                            {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
-                           {"Sec-WebSocket-Version", "13"}});
-  EXPECT_TRUE(IsFrontdoorError(r, 501, "upgrade_not_supported"));
-  expect_worker_saw_nothing_but_barrier();
+                           {"Sec-WebSocket-Version", "13"},
+                           {"Sec-WebSocket-Protocol", "chat"},
+                           {"X-Frontdoor-Key-Id", "spoofed"}});
+  EXPECT_EQ(r.status, 200);  // the fake worker does not switch: relayed as is
+  auto seen = worker_.requests();
+  ASSERT_EQ(seen.size(), 1u);
+  const auto& q = seen[0];
+  EXPECT_EQ(q.header("Upgrade"), "websocket");
+  ASSERT_TRUE(q.header("Connection"));
+  EXPECT_EQ(*q.header("Connection"), "upgrade");
+  EXPECT_EQ(q.header("Sec-WebSocket-Key"), "dGhlIHNhbXBsZSBub25jZQ==");
+  EXPECT_EQ(q.header("Sec-WebSocket-Version"), "13");
+  EXPECT_EQ(q.header("Sec-WebSocket-Protocol"), "chat");
+  EXPECT_EQ(q.header_count("Authorization"), 0u);
+  EXPECT_EQ(q.header("X-Frontdoor-Key-Id"), key_id_);
+  EXPECT_EQ(q.header_count("X-Frontdoor-Key-Id"), 1u);
+  EXPECT_TRUE(q.header("X-Request-Id"));
+  EXPECT_EQ(q.header("X-Forwarded-Proto"), "http");
 }
 
 TEST_F(HeadersTest, H2cUpgradeOfferIsIgnored) {

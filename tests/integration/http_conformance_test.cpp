@@ -52,8 +52,10 @@ TEST_F(HttpConformance, WebSocketOfferWithABodyIs400AndClosedAndNothingIsSmuggle
   expect_worker_saw_nothing_but_barrier();
 }
 
-// Unchanged until WebSockets are supported: an offer without a body is 501.
-TEST_F(HttpConformance, WebSocketOfferWithoutABodyIs501) {
+// An offer without a body goes to the worker; a worker that answers
+// anything but 101 is relayed as a normal response, and the connection goes
+// on as HTTP (SPEC §4 step 6).
+TEST_F(HttpConformance, WebSocketOfferAnsweredWithoutA101IsRelayedAndTheConnectionGoesOn) {
   setup();
   TcpClient c(proxy_.proxy_port());
   ASSERT_TRUE(c.send("GET /ep1/ws HTTP/1.1\r\nHost: client.test\r\n" + auth_line() +
@@ -61,8 +63,18 @@ TEST_F(HttpConformance, WebSocketOfferWithoutABodyIs501) {
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
   auto r = c.read_response();
   ASSERT_TRUE(r);
-  EXPECT_TRUE(IsFrontdoorError(*r, 501, "upgrade_not_supported"));
-  expect_worker_saw_nothing_but_barrier();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_FALSE(r->header("X-Frontdoor-Error"));
+  ASSERT_TRUE(c.send("GET /ep1/after HTTP/1.1\r\nHost: client.test\r\n" + auth_line() + "\r\n"));
+  auto next = c.read_response();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+  auto seen = worker_.requests();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].path(), "/ws");
+  EXPECT_EQ(seen[0].header("Upgrade"), "websocket");
+  EXPECT_EQ(seen[1].path(), "/after");
+  EXPECT_FALSE(seen[1].header("Upgrade"));
 }
 
 // --- L5: HTTP/1.0 clients (SPEC §4 step 1)

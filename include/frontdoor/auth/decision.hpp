@@ -18,5 +18,9 @@ bool is_read_method(std::string_view method) noexcept;
 // endpoint_not_found.
 core::Reason decide(const Key* key, core::UnixSeconds now, std::string_view endpoint,
                     bool endpoint_exists, std::string_view method) noexcept;
+// The same for a request that needs `need` whatever its method: a WebSocket
+// tunnel needs read_write (it carries the client's writes; SPEC §4 step 6).
+core::Reason decide(const Key* key, core::UnixSeconds now, std::string_view endpoint,
+                    bool endpoint_exists, Access need) noexcept;
 
 }  // namespace frontdoor::auth

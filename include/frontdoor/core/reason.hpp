@@ -23,7 +23,6 @@ enum class Reason : std::uint8_t {
   payload_too_large,
   uri_too_long,
   request_header_too_large,
-  upgrade_not_supported,
   http_version_not_supported,
 };
 

@@ -20,13 +20,13 @@ using ResponseHead = boost::beast::http::response_header<>;
 // What the strict framing rules (RFC 9112 §6.3, §11) decided about a parsed
 // request head, beyond what Beast's parser already rejects.
 struct HeadCheck {
-  core::Reason reason = core::Reason::none;  // bad_request, uri_too_long, upgrade_not_supported
+  core::Reason reason = core::Reason::none;  // bad_request, uri_too_long
   // (a version other than 1.0 or 1.1 is refused by Beast's parser first:
   // see version_above_http11)
   bool chunked = false;
   std::optional<std::uint64_t> content_length;
   bool expect_continue = false;
-  bool websocket = false;
+  bool websocket = false;  // a WebSocket upgrade (SPEC §4 step 6): HTTP/1.1, GET, no body
   std::string_view host;    // the one Host value (or the absolute-form authority)
   std::string_view target;  // origin-form target (absolute-form reduced to its path)
   // The framing is filled in before any check that can still fail, so that
@@ -71,6 +71,7 @@ struct UpstreamRequest {
   bool strip_authorization = true;
   bool chunked = false;                         // body sent chunked
   std::optional<std::uint64_t> content_length;  // body sent with this length
+  bool websocket = false;                       // forward the upgrade (Connection, Upgrade)
 };
 
 // Appends the rewritten request head (request line through the empty line)
@@ -85,6 +86,7 @@ struct DownstreamResponse {
   bool keep_alive = true;
   bool http10_client = false;  // HTTP/1.0 client: no chunked; keep-alive explicit
   std::string_view extra_headers;  // complete lines added by frontdoor (RateLimit-*)
+  bool switching = false;  // the 101 of a WebSocket tunnel: Connection and Upgrade kept, no framing
 };
 
 // Appends the rewritten response head for the client to `out`.

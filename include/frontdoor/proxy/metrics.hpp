@@ -21,6 +21,11 @@
 
 namespace frontdoor::proxy {
 
+// Why a request ended without its response completing, or why a WebSocket
+// tunnel ended (SPEC §6 `error`).
+enum class End : std::uint8_t { complete, client_closed, worker_closed, idle_timeout, shutdown, revoked };
+std::string_view to_string(End e) noexcept;
+
 inline constexpr std::array<double, 14> kDurationBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                           0.25,  0.5,    1,     2.5,  5,     10,  30};
 inline constexpr unsigned kMaxStatus = 600;
@@ -31,11 +36,17 @@ struct MetricsSnapshot {
   std::array<std::uint64_t, kDurationBuckets.size() + 1> duration{};   // not cumulative; last = +Inf
   double duration_sum = 0;
   std::uint64_t duration_count = 0;
+  std::uint64_t tunnels_opened = 0;
+  std::array<std::uint64_t, 8> tunnels_closed{};  // by proxy::End
 };
 
 class ThreadMetrics {
  public:
-  void record(std::string_view endpoint, unsigned status, std::chrono::nanoseconds duration);
+  // timed = false: counted by status only, kept out of the duration
+  // histogram (a WebSocket tunnel lasts as long as its users want).
+  void record(std::string_view endpoint, unsigned status, std::chrono::nanoseconds duration, bool timed = true);
+  void tunnel_opened() noexcept { bump(tunnels_opened_); }
+  void tunnel_closed(std::size_t why) noexcept { bump(tunnels_closed_[why & 7]); }
   void record_outcome(core::Reason r) noexcept { bump(outcomes_[static_cast<std::size_t>(r) & 31]); }
   void add_to(MetricsSnapshot& out) const;
 
@@ -56,6 +67,8 @@ class ThreadMetrics {
   std::array<Counter, kDurationBuckets.size() + 1> duration_{};
   Counter duration_ns_{0};
   Counter duration_count_{0};
+  Counter tunnels_opened_{0};
+  std::array<Counter, 8> tunnels_closed_{};
 };
 
 }  // namespace frontdoor::proxy

@@ -33,6 +33,7 @@ struct Shared {
   core::SnapshotCell<auth::KeySet> keys;
   std::atomic<std::uint64_t> client_connections{0};
   std::atomic<bool> draining{false};  // SIGTERM: answer with Connection: close
+  std::atomic<bool> grace_over{false};  // shutdown_grace has passed: WebSocket tunnels close (1001)
   std::atomic<std::uint64_t> reloads_ok{0};
   std::atomic<std::uint64_t> reloads_failed{0};
   // Proxy threads; set before they start (pool.max_idle is shared out by it).

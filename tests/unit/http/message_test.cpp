@@ -93,14 +93,25 @@ TEST(CheckRequestHead, UriTooLong) {
   EXPECT_EQ(check("GET " + target + " HTTP/1.1\r\nHost: a\r\n\r\n", 200).beast_or_check, Reason::none);
 }
 
-TEST(CheckRequestHead, WebSocketUpgradeIs501AndH2cIsIgnored) {
-  EXPECT_EQ(check("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n")
-                .beast_or_check,
-            Reason::upgrade_not_supported);
-  EXPECT_EQ(check("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-                  "HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
-                .beast_or_check,
-            Reason::none);
+TEST(CheckRequestHead, WebSocketUpgradeIsAcceptedAndH2cIsIgnored) {
+  auto ws = check("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  EXPECT_EQ(ws.beast_or_check, Reason::none);
+  EXPECT_TRUE(ws.check.websocket);
+  // RFC 6455 §4.1: only a GET may open a WebSocket.
+  EXPECT_EQ(check("POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").beast_or_check,
+            Reason::bad_request);
+  // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored.
+  auto old = check("GET / HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  EXPECT_EQ(old.beast_or_check, Reason::none);
+  EXPECT_FALSE(old.check.websocket);
+  // Upgrade without "upgrade" in Connection is no offer.
+  auto half = check("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+  EXPECT_EQ(half.beast_or_check, Reason::none);
+  EXPECT_FALSE(half.check.websocket);
+  auto h2c = check("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                   "HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
+  EXPECT_EQ(h2c.beast_or_check, Reason::none);
+  EXPECT_FALSE(h2c.check.websocket);
 }
 
 TEST(CheckRequestHead, AbsoluteFormUsesItsAuthority) {
@@ -264,7 +275,6 @@ TEST(LocalReply, EveryReasonHasStatusAndCode) {
       {Reason::payload_too_large, 413, "payload_too_large", false},
       {Reason::uri_too_long, 414, "uri_too_long", false},
       {Reason::request_header_too_large, 431, "request_header_too_large", false},
-      {Reason::upgrade_not_supported, 501, "upgrade_not_supported", false},
   };
   for (const auto& row : rows) {
     std::string out;
@@ -317,7 +327,8 @@ TEST(CheckRequestHead, UpgradeWithABodyIsRefusedAndItsFramingKnown) {
                  "Transfer-Encoding: chunked\r\n\r\n");
   EXPECT_EQ(c.beast_or_check, Reason::bad_request);
   auto u = check("GET /ep/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
-  EXPECT_EQ(u.beast_or_check, Reason::upgrade_not_supported);
+  EXPECT_EQ(u.beast_or_check, Reason::none);
+  EXPECT_TRUE(u.check.websocket);
   EXPECT_FALSE(u.check.has_body());
 }
 
