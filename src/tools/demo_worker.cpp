@@ -8,9 +8,13 @@
 //   /generate?stream=true, or Accept: text/event-stream
 //                                   SSE: a few "data: {…}" events ~100 ms apart, then "data:
 //                                   [DONE]"
+//   GET  /ws (WebSocket upgrade)    101, then echoes every message back as it came (text as
+//                                   text, binary as binary) until the peer closes; answers
+//                                   pings; permessage-deflate when the client offers it;
+//                                   messages up to 16 MiB. Anything else is 404 as before.
 //
-// One thread, one io_context, a coroutine per connection (keep-alive).
-// SIGTERM / SIGINT stop it.
+// One thread, one io_context, a coroutine per connection (keep-alive; a WebSocket takes its
+// connection over until it closes). SIGTERM / SIGINT stop it.
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -27,17 +31,22 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/stream.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
+namespace websocket = beast::websocket;
 using asio::ip::tcp;
 using namespace std::chrono_literals;
 
@@ -46,6 +55,7 @@ namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr int kStreamEvents = 5;
 constexpr auto kStreamInterval = 100ms;
+constexpr std::size_t kWsMessageMax = 16 * 1024 * 1024;
 
 std::atomic<unsigned long> g_next_id{1};
 
@@ -118,6 +128,47 @@ asio::awaitable<bool> stream_generate(tcp::socket& sock,
   co_return !lec && req.keep_alive();
 }
 
+// Takes the connection over for a WebSocket on /ws: accepts the upgrade and echoes every
+// message, text as text and binary as binary, until the peer closes (Beast answers the close
+// handshake and pings itself) or the connection fails. `leftover` holds what the client sent
+// after the handshake head, which a client should not do before the 101, but which must then
+// not be lost: the handshake is handed to Beast again as bytes, followed by them (its read
+// buffer holds 1536 bytes; more makes the accept fail and the connection close).
+asio::awaitable<void> websocket_echo(tcp::socket sock, const http::request<http::string_body>& req,
+                                     beast::flat_buffer& leftover) {
+  websocket::stream<tcp::socket> ws{std::move(sock)};
+  ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+  ws.set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& res) { res.set(http::field::server, "demo_worker"); }));
+  websocket::permessage_deflate pmd;
+  pmd.server_enable = true;
+  ws.set_option(pmd);
+  ws.read_message_max(kWsMessageMax);
+
+  boost::system::error_code ec;
+  if (leftover.size() == 0) {
+    std::tie(ec) = co_await ws.async_accept(req, kUseTuple);
+  } else {
+    std::ostringstream head;
+    head << req.base();
+    std::string raw = head.str();
+    raw.append(static_cast<const char*>(leftover.cdata().data()), leftover.size());
+    leftover.consume(leftover.size());
+    std::tie(ec) = co_await ws.async_accept(asio::buffer(raw), kUseTuple);
+  }
+  if (ec) co_return;
+
+  beast::flat_buffer msg;
+  for (;;) {
+    auto [rec, rn] = co_await ws.async_read(msg, kUseTuple);
+    if (rec) break;  // websocket::error::closed: the close handshake is done
+    ws.text(ws.got_text());
+    auto [wec, wn] = co_await ws.async_write(msg.data(), kUseTuple);
+    if (wec) break;
+    msg.consume(msg.size());
+  }
+}
+
 asio::awaitable<void> session(tcp::socket sock) {
   beast::flat_buffer buffer;
   for (;;) {
@@ -128,6 +179,11 @@ asio::awaitable<void> session(tcp::socket sock) {
     auto req = parser.release();
     std::string_view target = req.target();
     std::string_view path = target.substr(0, target.find('?'));
+
+    if (path == "/ws" && websocket::is_upgrade(req)) {
+      co_await websocket_echo(std::move(sock), req, buffer);
+      co_return;
+    }
 
     if (path == "/generate" &&
         (req.method() == http::verb::post || req.method() == http::verb::get) &&
