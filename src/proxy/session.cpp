@@ -249,7 +249,8 @@ void Session::on_client_read(error_code ec, std::size_t n) {
   if (phase_ == Phase::closed) return;
   if (phase_ == Phase::linger) {
     if (!ec && n) in_.commit(n);
-    else if (ec != asio::error::operation_aborted) keep_ = Keep::gone;  // aborted: see linger()
+    // aborted: see linger(). A TLS client's close_notify (eof) still gets ours.
+    else if (ec != asio::error::operation_aborted && !(client_.is_tls() && ec == asio::error::eof)) keep_ = Keep::gone;
     linger();
     return;
   }
@@ -1438,7 +1439,9 @@ void Session::on_tunnel_client_read(error_code ec, std::size_t n) {
     return;
   }
   if (ec || n == 0) {  // the client closed its side: so does the tunnel, towards the worker
-    keep_ = Keep::gone;
+    // Over TLS a clean close (close_notify: eof) still gets our close_notify
+    // when the tunnel ends (linger); a bare FIN (stream_truncated) does not.
+    if (!client_.is_tls() || ec != asio::error::eof) keep_ = Keep::gone;
     if (req_.end == End::complete) req_.end = End::client_closed;
     if (a->upload == Upload::waiting) {
       error_code ignored;
