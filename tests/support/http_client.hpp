@@ -84,6 +84,15 @@ class TcpClient {
 
   // Bytes already received but not yet consumed.
   const std::string& pending() const noexcept { return buf_; }
+  // Receives more bytes into pending() (raw protocols after a response head,
+  // e.g. WebSocket frames after a 101); false on EOF, error or timeout.
+  bool receive_more(std::chrono::milliseconds timeout) { return fill(Clock::now() + timeout); }
+  // Hands over the bytes received and not yet consumed (pending() is then empty).
+  std::string take_pending() {
+    std::string out;
+    out.swap(buf_);
+    return out;
+  }
 
  private:
   // Receives more bytes into buf_; false on EOF, error or deadline.
