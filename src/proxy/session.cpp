@@ -249,8 +249,7 @@ void Session::on_client_read(error_code ec, std::size_t n) {
   if (phase_ == Phase::closed) return;
   if (phase_ == Phase::linger) {
     if (!ec && n) in_.commit(n);
-    // aborted: see linger(). A TLS client's close_notify (eof) still gets ours.
-    else if (ec != asio::error::operation_aborted && !(client_.is_tls() && ec == asio::error::eof)) keep_ = Keep::gone;
+    else if (ec != asio::error::operation_aborted) keep_ = Keep::gone;  // aborted: see linger()
     linger();
     return;
   }
@@ -332,7 +331,9 @@ void Session::linger() {
   drained_ += in_.size();
   in_.consume(in_.size());
   if (client_.is_tls()) {
-    if (tls_ == Tls::handshake || keep_ == Keep::gone) {
+    // A client that closed cleanly (close_notify) still gets ours; one that
+    // reset or sent a bare FIN does not wait for it.
+    if (tls_ == Tls::handshake || (keep_ == Keep::gone && !client_.close_notify_received())) {
       close();
       return;
     }
@@ -877,6 +878,7 @@ void Session::drop_attempt(bool recycle) {
 // beyond its answer (stray bytes would answer the next request: review L4).
 void Session::settle_connection(Attempt& a) {
   if (!a.conn || a.download != Download::complete || a.upload != Upload::sent) return;
+  if (phase_ == Phase::tunnel) return;  // never pooled after a 101: it speaks WebSocket now
   const bool reusable = a.res_framing != Framing::until_eof && a.parser && a.parser->get().keep_alive() &&
                         a.in.size() == a.res_consume && !a.read_pending;
   if (reusable) {
@@ -1407,7 +1409,14 @@ void Session::tunnel_up() {
     return;
   }
   if (n == 0) {
-    read_client();  // no-op once the client has closed its side
+    if (keep_ == Keep::gone) {  // the client has closed its side: everything it sent is written
+      error_code ignored;
+      a->conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      a->upload = Upload::sent;
+      tunnel_maybe_finish();
+      return;
+    }
+    read_client();
     return;
   }
   a->upload = Upload::writing;
@@ -1439,15 +1448,9 @@ void Session::on_tunnel_client_read(error_code ec, std::size_t n) {
     return;
   }
   if (ec || n == 0) {  // the client closed its side: so does the tunnel, towards the worker
-    // Over TLS a clean close (close_notify: eof) still gets our close_notify
-    // when the tunnel ends (linger); a bare FIN (stream_truncated) does not.
-    if (!client_.is_tls() || ec != asio::error::eof) keep_ = Keep::gone;
+    keep_ = Keep::gone;
     if (req_.end == End::complete) req_.end = End::client_closed;
-    if (a->upload == Upload::waiting) {
-      error_code ignored;
-      a->conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-      a->upload = Upload::sent;
-    }
+    tunnel_up();  // passes the end on once what came before it is written
     tunnel_maybe_finish();
     return;
   }
@@ -1485,6 +1488,7 @@ void Session::tunnel_down() {
     if (a != self->attempt_ || self->phase_ != Phase::tunnel) return;
     if (ec) {
       self->keep_ = Keep::gone;
+      if (self->req_.bytes_out == 0) self->req_.stage = Stage::started;  // not even the 101 arrived: 499
       self->cut_tunnel(End::client_closed);
       return;
     }
@@ -1498,6 +1502,7 @@ void Session::tunnel_down() {
     }
     if (!self->tunnel_closing()) self->set_deadline(self->req_.endpoint->config().timeouts.idle);
     self->tunnel_down();
+    self->tunnel_maybe_finish();
   });
 }
 
@@ -1511,7 +1516,7 @@ void Session::on_tunnel_upstream_read(error_code ec, std::size_t n) {
   if (ec || n == 0) {  // the worker closed its side: so does the tunnel, towards the client
     if (req_.end == End::complete) req_.end = End::worker_closed;
     a.download = Download::complete;
-    if (!client_.is_tls()) {
+    if (!client_.is_tls() && !client_write_pending_) {  // (a Close frame of ours being written: linger shuts it)
       error_code ignored;
       client_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
     }

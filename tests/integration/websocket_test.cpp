@@ -630,6 +630,39 @@ TEST_F(WebSocketTest, HalfCloseFromTheClientIsPassedOn) {
   EXPECT_EQ(json_int(*line, "status"), 101) << json::serialize(*line);
 }
 
+// The client's end arrives in the same moment as the 101, while the bytes it
+// sent with its handshake are still being written to the worker (review of
+// issue 9, finding 1): the end must follow them, not be forgotten until
+// timeouts.idle. frontdoor is stopped (SIGSTOP) while the slow 101 and the
+// client's FIN both arrive, so that it finds them together.
+TEST_F(WebSocketTest, ClientEndThatArrivesWithThe101FollowsTheEarlyBytes) {
+  WsMode m = WsMode::sink();
+  m.accept_delay = 700ms;
+  ws_.set_mode(m);
+  setup(EndpointSpec{.idle = "20s"});
+  start_ready();
+  TcpClient c(proxy_.proxy_port());
+  Headers h{{"Host", "client.test"}, bearer(token_), {"X-Request-Id", "ws-end-with-101"}};
+  for (auto& x : ws_upgrade_headers("x3JJHMbDL1EzLkh9GBhXDw==")) h.push_back(x);
+  ASSERT_TRUE(c.send(build_request("GET", "/ep1/chat", h) + ws_frame(kWsText, "early bird")));
+  ASSERT_TRUE(ws_.wait_for_upgrades(1, kWait));
+  // Not an event we can be told about: frontdoor's sweep (every 100 ms)
+  // starts watching the client while it waits for the 101.
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(proxy_.send_signal(SIGSTOP));
+  ASSERT_TRUE(ws_.wait_accepted(0, kWait));  // the 101 waits in frontdoor's socket
+  c.shutdown_write();
+  std::this_thread::sleep_for(50ms);  // the FIN reaches frontdoor's socket (loopback: at once)
+  ASSERT_TRUE(proxy_.send_signal(SIGCONT));
+  // Either the tunnel opened and passed the early frame and then the end on,
+  // or the client's end cancelled the upgrade first: the worker's side ends
+  // long before timeouts.idle either way.
+  ASSERT_TRUE(ws_.wait_ended(0, 3000ms)) << "the worker never learned that the client had closed";
+  auto u = ws_.upgrade(0);
+  ASSERT_TRUE(u);
+  if (!u->messages.empty()) EXPECT_EQ(u->messages.at(0).data, "early bird");
+}
+
 TEST_F(WebSocketTest, HalfCloseFromTheWorkerIsPassedOn) {
   ws_.set_mode(WsMode::sink());
   setup();

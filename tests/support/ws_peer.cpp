@@ -793,12 +793,21 @@ class WsWorkerConn {
       }
       run_mode(mode);
     };
-    if (leftover.empty()) {
-      peer_->ws().async_accept(req, on_accept);
-    } else {
-      raw_head_ = head_bytes(req) + leftover;
-      peer_->ws().async_accept(asio::buffer(raw_head_), on_accept);
+    if (!leftover.empty()) raw_head_ = head_bytes(req) + leftover;
+    auto accept = [this, on_accept] {
+      if (raw_head_.empty())
+        peer_->ws().async_accept(parser_->get(), on_accept);
+      else
+        peer_->ws().async_accept(asio::buffer(raw_head_), on_accept);
+    };
+    if (mode.accept_delay.count() == 0) {
+      accept();
+      return;
     }
+    delay_.emplace(peer_->ws().get_executor(), mode.accept_delay);
+    delay_->async_wait([accept](beast::error_code ec) {
+      if (!ec) accept();
+    });
   }
 
   void run_mode(const WsMode& mode) {
@@ -874,6 +883,7 @@ class WsWorkerConn {
   std::size_t index_ = 0;
   std::string raw_head_;
   std::unique_ptr<Peer<PlainWs>> peer_;
+  std::optional<asio::steady_timer> delay_;  // WsMode::accept_delay
 };
 
 // --- client side ----------------------------------------------------------

@@ -120,6 +120,8 @@ struct WsMode {
   // A text message written (raw) when the peer half-closes (FIN without a
   // Close frame), before this side closes too.
   std::string farewell;
+  // How long the worker waits before it answers the upgrade (a slow 101).
+  std::chrono::milliseconds accept_delay{0};
   // Added to the 101 (or to the reject answer), e.g. an X-Frontdoor-* to spoof.
   Headers response_headers;
 

@@ -49,6 +49,11 @@ class ClientStream {
       : ctx_(std::move(ctx)), tls_(std::make_unique<boost::asio::ssl::stream<tcp::socket>>(std::move(s), *ctx_)) {}
 
   bool is_tls() const noexcept { return tls_ != nullptr; }
+  // TLS only: the peer closed cleanly (its close_notify arrived), so it is
+  // owed ours even though it will send nothing more.
+  bool close_notify_received() const noexcept {
+    return tls_ && (SSL_get_shutdown(tls_->native_handle()) & SSL_RECEIVED_SHUTDOWN) != 0;
+  }
   tcp::socket& socket() noexcept { return tls_ ? tls_->next_layer() : *plain_; }
   executor_type get_executor() noexcept { return socket().get_executor(); }
 
