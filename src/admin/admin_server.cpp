@@ -192,11 +192,9 @@ std::string metrics_text(proxy::Shared& shared) {
 
   // WebSocket tunnels (SPEC §4 step 6). Closed ones by why they ended, as
   // the access log's `error` says it.
-  std::uint64_t closed = 0;
-  for (auto n : m.tunnels_closed) closed += n;
   out += "# HELP frontdoor_websocket_tunnels_open WebSocket tunnels open now.\n";
   out += "# TYPE frontdoor_websocket_tunnels_open gauge\n";
-  out += "frontdoor_websocket_tunnels_open " + std::to_string(m.tunnels_opened - std::min(closed, m.tunnels_opened)) + "\n";
+  out += "frontdoor_websocket_tunnels_open " + std::to_string(m.tunnels_open()) + "\n";
   out += "# HELP frontdoor_websocket_tunnels_opened_total WebSocket tunnels opened (101 relayed).\n";
   out += "# TYPE frontdoor_websocket_tunnels_opened_total counter\n";
   out += "frontdoor_websocket_tunnels_opened_total " + std::to_string(m.tunnels_opened) + "\n";

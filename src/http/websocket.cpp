@@ -34,8 +34,7 @@ std::size_t FrameTracker::advance(std::string_view data, bool stop_at_boundary) 
       if (payload_left_ == 0 && stop_at_boundary) return used;
       continue;
     }
-    if (header_have_ == 0 && stop_at_boundary && used > 0) return used;  // a boundary: stop before the next frame
-    if (header_have_ == 0 && stop_at_boundary) return 0;                 // already at one
+    if (header_have_ == 0 && stop_at_boundary) return used;  // at a boundary: stop before the next frame
     // A header, possibly in pieces.
     header_[header_have_++] = static_cast<unsigned char>(data[used++]);
     if (header_have_ < 2 || header_have_ < header_size(header_[1])) continue;

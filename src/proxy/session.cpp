@@ -1391,9 +1391,7 @@ void Session::tunnel_up() {
   if (n == 0 && closing && a->up_frames.at_boundary()) {
     // Our Close frame, masked as a client's must be (RFC 6455 §5.3).
     a->out.clear();
-    const auto code = req_.end == End::revoked ? http::kClosePolicyViolation : http::kCloseGoingAway;
-    http::append_close_frame(a->out, code, req_.end == End::revoked ? kRevokedReason : kShutdownReason, true,
-                             static_cast<std::uint32_t>(ctx_.random()));
+    append_our_close_frame(a->out, true);
     a->upload = Upload::writing;
     asio::async_write(a->conn->socket, asio::buffer(a->out), [self = shared_from_this(), a](error_code ec, std::size_t) {
       a->upload = Upload::sent;
@@ -1402,18 +1400,13 @@ void Session::tunnel_up() {
         self->cut_tunnel(End::worker_closed);
         return;
       }
-      error_code ignored;
-      a->conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-      self->tunnel_maybe_finish();
+      self->end_upload(*a);
     });
     return;
   }
   if (n == 0) {
     if (keep_ == Keep::gone) {  // the client has closed its side: everything it sent is written
-      error_code ignored;
-      a->conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-      a->upload = Upload::sent;
-      tunnel_maybe_finish();
+      end_upload(*a);
       return;
     }
     read_client();
@@ -1434,7 +1427,7 @@ void Session::tunnel_up() {
                       self->in_.consume(a->req_consume);
                       self->req_.bytes_in += written;
                       a->req_consume = 0;
-                      if (!self->tunnel_closing()) self->set_deadline(self->req_.endpoint->config().timeouts.idle);
+                      self->tunnel_progress();
                       self->tunnel_up();
                     });
 }
@@ -1455,7 +1448,7 @@ void Session::on_tunnel_client_read(error_code ec, std::size_t n) {
     return;
   }
   in_.commit(n);
-  if (!tunnel_closing()) set_deadline(req_.endpoint->config().timeouts.idle);
+  tunnel_progress();
   tunnel_up();
 }
 
@@ -1469,8 +1462,7 @@ void Session::tunnel_down() {
   const std::size_t n = a->down_frames.advance(available, closing);
   bool last = false;
   if (n == 0 && closing && a->down_frames.at_boundary() && client_out_.empty()) {
-    const auto code = req_.end == End::revoked ? http::kClosePolicyViolation : http::kCloseGoingAway;
-    http::append_close_frame(client_out_, code, req_.end == End::revoked ? kRevokedReason : kShutdownReason, false, 0);
+    append_our_close_frame(client_out_, false);
     last = true;
   }
   if (n == 0 && client_out_.empty()) {
@@ -1500,7 +1492,7 @@ void Session::tunnel_down() {
       self->tunnel_maybe_finish();
       return;
     }
-    if (!self->tunnel_closing()) self->set_deadline(self->req_.endpoint->config().timeouts.idle);
+    self->tunnel_progress();
     self->tunnel_down();
     self->tunnel_maybe_finish();
   });
@@ -1525,8 +1517,32 @@ void Session::on_tunnel_upstream_read(error_code ec, std::size_t n) {
     return;
   }
   a.in.commit(n);
-  if (!tunnel_closing()) set_deadline(req_.endpoint->config().timeouts.idle);
+  tunnel_progress();
   tunnel_down();
+}
+
+// Bytes moved: the idle deadline starts over, unless our close is under way
+// (its own deadline stands).
+void Session::tunnel_progress() {
+  if (!tunnel_closing()) set_deadline(req_.endpoint->config().timeouts.idle);
+}
+
+// Nothing more goes to the worker (the client's end, or our Close frame,
+// was the last): its side is shut, and the tunnel may be over.
+void Session::end_upload(Attempt& a) {
+  error_code ignored;
+  a.conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  a.upload = Upload::sent;
+  tunnel_maybe_finish();
+}
+
+// The Close frame of our own close_tunnel(): 1008 for a revoked key, 1001
+// at shutdown; masked towards the worker (RFC 6455 §5.3).
+void Session::append_our_close_frame(std::string& out, bool to_worker) {
+  const bool revoked = req_.end == End::revoked;
+  http::append_close_frame(out, revoked ? http::kClosePolicyViolation : http::kCloseGoingAway,
+                           revoked ? kRevokedReason : kShutdownReason, to_worker,
+                           to_worker ? static_cast<std::uint32_t>(ctx_.random()) : 0);
 }
 
 // Both directions are over: the worker connection is closed, the slots go

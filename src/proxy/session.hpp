@@ -283,6 +283,9 @@ class Session final : public std::enable_shared_from_this<Session>, public Sweep
   void close_tunnel(End why);
   void cut_tunnel(End why);
   void tunnel_maybe_finish();
+  void tunnel_progress();
+  void end_upload(Attempt& a);
+  void append_our_close_frame(std::string& out, bool to_worker);
   // A Close frame of ours is on its way (a revoked key, shutdown).
   bool tunnel_closing() const noexcept { return req_.end == End::revoked || req_.end == End::shutdown; }
 

@@ -549,9 +549,7 @@ class Server {
   bool tunnels_open() const {
     proxy::MetricsSnapshot m;
     for (const auto* t : shared_.metrics) t->add_to(m);
-    std::uint64_t closed = 0;
-    for (auto n : m.tunnels_closed) closed += n;
-    return m.tunnels_opened > closed;
+    return m.tunnels_open() > 0;
   }
 
   mutable std::mutex config_mutex_;

@@ -38,6 +38,12 @@ struct MetricsSnapshot {
   std::uint64_t duration_count = 0;
   std::uint64_t tunnels_opened = 0;
   std::array<std::uint64_t, 8> tunnels_closed{};  // by proxy::End
+
+  std::uint64_t tunnels_open() const noexcept {
+    std::uint64_t closed = 0;
+    for (auto n : tunnels_closed) closed += n;
+    return tunnels_opened > closed ? tunnels_opened - closed : 0;
+  }
 };
 
 class ThreadMetrics {
