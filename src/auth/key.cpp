@@ -83,6 +83,23 @@ char32_t next_code_point(std::string_view s, std::size_t& i) noexcept {
   return cp;
 }
 
+std::string printable_id(std::string_view id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (char ch : id.substr(0, 128)) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7F && c != '\\') {
+      out += ch;
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  if (id.size() > 128) out += "...";
+  return out;
+}
+
 std::optional<std::string> key_name_problem(std::string_view name) {
   for (std::size_t i = 0; i < name.size();) {
     const char32_t c = next_code_point(name, i);

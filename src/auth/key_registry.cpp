@@ -17,6 +17,7 @@ struct KeyRegistry::Impl {
   core::SnapshotCell<KeySet>& cell;
   mutable std::mutex mutex;
   std::shared_ptr<const KeySet> current;
+  bool loaded = false;  // false until the store has loaded once (a database that was down at start)
 
   void publish(std::shared_ptr<const KeySet> next) {
     // Fold a grown overlay into a new base: lookups stay one probe, and the
@@ -78,8 +79,23 @@ Key with_usage(const Key& k) {
 
 KeyRegistry::KeyRegistry(std::unique_ptr<KeyStore> store, core::SnapshotCell<KeySet>& published)
     : impl_(std::make_unique<Impl>(std::move(store), published)) {
-  impl_->publish(impl_->fresh_set(impl_->store->load()));
+  try {
+    impl_->publish(impl_->fresh_set(impl_->store->load()));
+    impl_->loaded = true;
+  } catch (const StoreUnavailable&) {
+    // A database that cannot be reached yet (SPEC §3.1): start with no keys
+    // and load at the first reload() that reaches it.
+    if (!impl_->store->status().remote) throw;
+    impl_->publish(std::make_shared<const KeySet>());
+  }
 }
+
+bool KeyRegistry::loaded() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->loaded;
+}
+
+KeyStore& KeyRegistry::store() { return *impl_->store; }
 
 KeyRegistry::~KeyRegistry() = default;
 
@@ -205,13 +221,22 @@ std::optional<IssuedKey> KeyRegistry::rotate(const std::string& id) {
 
 void KeyRegistry::reload() {
   std::lock_guard lock(impl_->mutex);
-  auto changes = impl_->store->changes();
-  if (!changes) {
+  auto full_load = [&] {
     impl_->publish(impl_->fresh_set(impl_->store->load()));
-    return;
-  }
+    impl_->loaded = true;
+  };
+  if (!impl_->loaded) return full_load();
+  auto changes = impl_->store->changes();
+  if (!changes) return full_load();
   if (changes->upserted.empty() && changes->deleted_ids.empty()) return;
-  impl_->publish(impl_->changed(changes->upserted, changes->deleted_ids));
+  try {
+    impl_->publish(impl_->current->with_changes(changes->upserted, changes->deleted_ids));
+  } catch (const std::invalid_argument&) {
+    // Changes that clash with the snapshot (a token moved from one key to
+    // another between two polls): the store has moved past them already,
+    // so only a full load can be trusted now.
+    full_load();
+  }
 }
 
 void KeyRegistry::flush_usage() {
@@ -226,6 +251,7 @@ void KeyRegistry::flush_usage() {
     u.id = rt.id;
     if (used) u.last_used_at = used;
     u.requests_total = rt.base_total + requests;
+    u.requests_added = requests - rt.flushed_requests;
     batch.push_back(std::move(u));
     marks.push_back({&rt, {requests, used}});
   });

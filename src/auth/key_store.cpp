@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 namespace frontdoor::auth {
@@ -708,7 +709,21 @@ FileStamp write_yaml_store_atomic(const std::string& path, const std::vector<Key
   return written;
 }
 
-StoreLock::StoreLock(const std::string& store_path) {
+namespace {
+
+// "5 s", or "250 ms" for a deadline that is not whole seconds.
+std::string duration_text(std::chrono::milliseconds d) {
+  if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + " s";
+  return std::to_string(d.count()) + " ms";
+}
+
+}  // namespace
+
+StoreLock::StoreLock(const std::string& store_path, std::chrono::milliseconds deadline) {
+  using Clock = std::chrono::steady_clock;
+  constexpr std::chrono::milliseconds kMaxPause{50};
+  const auto give_up = Clock::now() + deadline;
+  std::chrono::milliseconds pause{1};
   for (;;) {
     fd_ = ::open(store_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) {
@@ -716,13 +731,20 @@ StoreLock::StoreLock(const std::string& store_path) {
       create_empty_store(store_path);
       continue;
     }
-    while (::flock(fd_, LOCK_EX) != 0) {
-      if (errno != EINTR) {
-        const int err = errno;
+    // Never a blocking flock: a writer that holds the lock forever (stopped
+    // with Ctrl-Z, stuck on NFS) must not hold our thread forever (M4).
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      if (err == EINTR) continue;
+      const auto now = Clock::now();
+      if (err != EWOULDBLOCK || now >= give_up) {
         ::close(fd_);
         fd_ = -1;
-        throw StoreError(store_path + ": cannot lock: " + errno_text(err));
+        if (err != EWOULDBLOCK) throw StoreError(store_path + ": cannot lock: " + errno_text(err));
+        throw StoreUnavailable(store_path + ": locked by another writer for more than " + duration_text(deadline));
       }
+      std::this_thread::sleep_for(std::min<Clock::duration>(pause, give_up - now));
+      pause = std::min(pause * 2, kMaxPause);
     }
     // While we waited, a writer may have renamed a new file over the path;
     // a lock on the old inode would then exclude nobody.

@@ -317,7 +317,7 @@ class SqliteKeyStore final : public KeyStore {
 
   void create(const Key& key) override {
     if (!valid_key_id(key.id)) {
-      throw StoreError(path() + ": key id \"" + shown_id(key.id) +
+      throw StoreError(path() + ": key id \"" + printable_id(key.id) +
                        "\": expected 1 to 128 characters of A-Z a-z 0-9 _ - .");
     }
     Transaction tx(db_, "BEGIN IMMEDIATE");
@@ -558,25 +558,6 @@ class SqliteKeyStore final : public KeyStore {
     return false;
   }
 
-  // An id as it may be shown in a log or an error: bytes outside printable
-  // ASCII (and the backslash) as \xNN, at most 128 of them.
-  static std::string shown_id(std::string_view id) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (char ch : id.substr(0, 128)) {
-      const auto c = static_cast<unsigned char>(ch);
-      if (c >= 0x20 && c < 0x7F && c != '\\') {
-        out += ch;
-      } else {
-        out += "\\x";
-        out += kHex[c >> 4];
-        out += kHex[c & 15];
-      }
-    }
-    if (id.size() > 128) out += "...";
-    return out;
-  }
-
   [[noreturn]] void corrupt(std::string_view id, std::string_view what) const {
     throw StoreError(path() + ": key " + std::string(id) + ": " + std::string(what));
   }
@@ -599,7 +580,7 @@ class SqliteKeyStore final : public KeyStore {
     if (!valid_key_id(id)) {
       core::log::error("key store: key skipped",
                        {{"store", path()},
-                        {"id", shown_id(id)},
+                        {"id", printable_id(id)},
                         {"error", "id: expected 1 to 128 characters of A-Z a-z 0-9 _ - ."}});
       return false;
     }

@@ -121,6 +121,7 @@ std::unique_ptr<KeyStore> open_yaml_store(const std::string& path) {
 }
 
 std::unique_ptr<KeyStore> KeyStore::open(const std::string& path) {
+  if (is_postgres_uri(path)) return open_pg_store(path);
   auto dot = path.rfind('.');
   if (dot != std::string::npos && path.substr(dot) == ".db") return open_sqlite_store(path);
   return open_yaml_store(path);

@@ -501,25 +501,46 @@ class Loader {
   void load_keys(const Item* item, Keys& keys) {
     std::string store = "keys.yaml";
     if (item != nullptr) {
-      MapReader m(problems_, *item, {"store", "last_used_flush", "strip_authorization"});
+      MapReader m(problems_, *item,
+                  {"store", "max_stale", "rate_limit_scope", "last_used_flush", "strip_authorization"});
       if (const Item* it = m.find("store")) {
         if (auto s = detail::read_string(problems_, *it)) {
           if (s->empty()) {
-            problems_.add(it->line, it->path, "expected a file name");
-          } else if (s->starts_with("postgresql://") || s->starts_with("postgres://")) {
-            // SPEC §3.1: refused, not read as a file named "postgresql:".
-            problems_.add(it->line, it->path, "PostgreSQL key stores are not supported yet");
+            problems_.add(it->line, it->path, "expected a file name or a postgresql:// URI");
           } else {
             store = std::move(*s);
+          }
+        }
+      }
+      m.read("max_stale", keys.max_stale, ZeroDuration::allowed);
+      const bool postgres = store.starts_with("postgresql://") || store.starts_with("postgres://");
+      // Settings of a fleet on a file store would be silently meaningless.
+      if (const Item* it = m.find("max_stale"); it && !postgres)
+        problems_.add(it->line, it->path, "only a PostgreSQL key store (postgresql://) can be stale");
+      if (const Item* it = m.find("rate_limit_scope")) {
+        if (auto s = detail::read_string(problems_, *it)) {
+          if (*s == "replica") {
+            keys.fleet_rate_limits = false;
+          } else if (*s == "fleet" && !postgres) {
+            problems_.add(it->line, it->path, "fleet needs a PostgreSQL key store (postgresql://)");
+          } else if (*s == "fleet") {
+            keys.fleet_rate_limits = true;
+          } else {
+            problems_.add(it->line, it->path, "expected replica or fleet");
           }
         }
       }
       m.read("last_used_flush", keys.last_used_flush, ZeroDuration::refused);
       m.read("strip_authorization", keys.strip_authorization);
     }
-    // The format (YAML or SQLite by ".db") is the key store's decision; here
-    // the name only becomes absolute, so a later chdir cannot change it.
-    keys.store = (dir_ / fs::path(store)).lexically_normal().string();
+    keys.postgres = store.starts_with("postgresql://") || store.starts_with("postgres://");
+    if (!keys.postgres) {
+      // The format (YAML or SQLite by ".db") is the key store's decision; here
+      // the name only becomes absolute, so a later chdir cannot change it.
+      keys.store = (dir_ / fs::path(store)).lexically_normal().string();
+    } else {
+      keys.store = std::move(store);
+    }
   }
 
   void load_endpoints(const Item& item, std::vector<Endpoint>& endpoints) {

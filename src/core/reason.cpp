@@ -8,7 +8,7 @@ namespace {
 constexpr std::string_view kInvalidToken =
     R"(Bearer realm="frontdoor", error="invalid_token", error_description="API key invalid or missing")";
 
-constexpr std::array<ReasonInfo, 17> kInfos{{
+constexpr std::array<ReasonInfo, 18> kInfos{{
     {0, "", "", ""},
     {401, "missing_api_key", "API key invalid or missing", R"(Bearer realm="frontdoor")"},
     {401, "invalid_api_key", "API key invalid or missing", kInvalidToken},
@@ -29,6 +29,7 @@ constexpr std::array<ReasonInfo, 17> kInfos{{
     {414, "uri_too_long", "request URI too long", ""},
     {431, "request_header_too_large", "request head too large", ""},
     {505, "http_version_not_supported", "HTTP version not supported", ""},
+    {503, "key_store_unavailable", "key store unavailable", ""},
 }};
 
 }  // namespace

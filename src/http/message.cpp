@@ -399,7 +399,7 @@ struct ReplyTemplate {
 const ReplyTemplate& reply_template(Reason reason) {
   static const auto templates = [] {
     std::array<ReplyTemplate, 32> t;
-    for (std::size_t r = 1; r <= static_cast<std::size_t>(Reason::http_version_not_supported); ++r) {
+    for (std::size_t r = 1; r <= static_cast<std::size_t>(Reason::key_store_unavailable); ++r) {
       const auto& i = core::info(static_cast<Reason>(r));
       auto& out = t[r];
       out.head.append("HTTP/1.1 ");

@@ -42,7 +42,8 @@ constexpr std::string_view kUsage =
     "       frontdoor keys disable|enable|delete --store PATH ID\n"
     "       frontdoor keys hash                    (token on stdin)\n"
     "       frontdoor keys import --store DEST SRC\n"
-    "       frontdoor keys export --store SRC [DEST]\n";
+    "       frontdoor keys export --store SRC [DEST]\n"
+    "       frontdoor keys migrate --store postgresql://USER@HOST:PORT/DB\n";
 
 // Exit codes of SPEC §1.
 constexpr int kOk = 0;
@@ -103,19 +104,24 @@ Args parse_args(int argc, char** argv, int first, const std::set<std::string>& a
   return args;
 }
 
-// SPEC §1: ".db" is SQLite, anything else YAML (as the server decides).
-bool is_sqlite(const std::string& path) { return std::filesystem::path(path).extension() == ".db"; }
+// SPEC §1: a postgresql:// URI is PostgreSQL, ".db" is SQLite, anything
+// else YAML (as the server decides). The two databases do their own locking
+// and uniqueness checks; a YAML file is rewritten whole under a StoreLock.
+bool is_database(const std::string& path) {
+  return auth::is_postgres_uri(path) || std::filesystem::path(path).extension() == ".db";
+}
 
 // Opening an SQLite store creates it; only `create` and the destination of
 // `import` may do that, as with YAML stores.
-std::unique_ptr<auth::KeyStore> open_existing_sqlite(const std::string& path) {
+std::unique_ptr<auth::KeyStore> open_database(const std::string& path, bool may_create) {
+  if (auth::is_postgres_uri(path)) return auth::open_pg_store(path);
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw InputError(path + ": no such key store");
+  if (!may_create && !std::filesystem::exists(path, ec)) throw InputError(path + ": no such key store");
   return auth::open_sqlite_store(path);
 }
 
 std::vector<Key> load_any(const std::string& path) {
-  if (is_sqlite(path)) return open_existing_sqlite(path)->load();
+  if (is_database(path)) return open_database(path, false)->load();
   return auth::load_yaml_store(path);
 }
 
@@ -217,13 +223,13 @@ int cmd_create(const Args& a) {
     }
     k.prefix = token.substr(0, 8);
   };
-  if (is_sqlite(store)) {
+  if (is_database(store)) {
     // The database's own uniqueness checks decide, under its write lock:
     // reading millions of keys first would not make the pick any safer,
     // since another writer may take the id meanwhile. An id taken is
     // picked again; a taken token (never in practice) fails and prints
     // nothing.
-    const auto db = auth::open_sqlite_store(store);
+    const auto db = open_database(store, true);
     constexpr int kIdAttempts = 8;
     for (int attempt = 1;; ++attempt) {
       pick_id_and_token({});
@@ -277,18 +283,18 @@ int cmd_set_enabled_or_delete(const std::string& sub, const Args& a) {
   const std::string store = a.required("--store");
   if (a.positional.size() != 1) throw UsageError(sub + " needs exactly one key ID");
   const std::string& id = a.positional.front();
-  if (is_sqlite(store)) {
-    const auto db = open_existing_sqlite(store);
+  if (is_database(store)) {
+    const auto db = open_database(store, false);
     const bool found =
         sub == "delete" ? db->remove(id)
                         : db->update(id, [&](Key& k) { k.enabled = sub == "enable"; }).has_value();
-    if (!found) throw InputError("no key with id " + id + " in " + store);
+    if (!found) throw InputError("no key with id " + id + " in " + auth::shown_store(store));
     return kOk;
   }
   auth::StoreLock lock(store);
   std::vector<Key> keys = auth::load_yaml_store(store);
   const auto it = std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return k.id == id; });
-  if (it == keys.end()) throw InputError("no key with id " + id + " in " + store);
+  if (it == keys.end()) throw InputError("no key with id " + id + " in " + auth::shown_store(store));
   if (sub == "delete") {
     keys.erase(it);
   } else {
@@ -338,14 +344,14 @@ std::vector<Key> keys_to_import(const std::vector<Key>& keys, const std::vector<
       continue;
     }
     if (same_id != by_id.end()) {
-      throw InputError(src + ": key " + k.id + " already exists in " + dest +
+      throw InputError(auth::shown_store(src) + ": key " + k.id + " already exists in " + auth::shown_store(dest) +
                        " with another token");
     }
     if (same_hash != by_hash.end()) {
       const std::size_t other = same_hash->second;
-      throw InputError(src + ": key " + k.id + " has the same token as key " +
+      throw InputError(auth::shown_store(src) + ": key " + k.id + " has the same token as key " +
                        (other < keys.size() ? keys[other] : added[other - keys.size()]).id +
-                       " in " + dest);
+                       " in " + auth::shown_store(dest));
     }
     by_id.emplace(k.id, keys.size() + added.size());
     by_hash.emplace(k.hash, keys.size() + added.size());
@@ -362,10 +368,10 @@ int cmd_import(const Args& a) {
 
   std::size_t skipped = 0;
   std::size_t added = 0;
-  if (is_sqlite(dest)) {
+  if (is_database(dest)) {
     // One transaction per key: an import cut short leaves DEST consistent,
     // and running it again adds the rest.
-    const auto db = auth::open_sqlite_store(dest);
+    const auto db = open_database(dest, true);
     for (const Key& k : keys_to_import(db->load(), incoming, src, dest, skipped)) {
       db->create(k);
       ++added;
@@ -393,12 +399,21 @@ int cmd_export(const Args& a) {
     return kOk;
   }
   const std::string& dest = a.positional.front();
-  if (is_sqlite(dest)) {
-    throw InputError(dest +
-                     ": export writes a YAML store; to fill an SQLite store use keys import");
+  if (is_database(dest)) {
+    throw InputError(auth::shown_store(dest) +
+                     ": export writes a YAML store; to fill a database use keys import");
   }
   auth::StoreLock lock(dest);  // DEST may be a live store
   auth::write_yaml_store_atomic(dest, keys);
+  return kOk;
+}
+
+// SPEC §3.1: creates or upgrades frontdoor's PostgreSQL schema.
+int cmd_migrate(const Args& a) {
+  const std::string store = a.required("--store");
+  if (!auth::is_postgres_uri(store))
+    throw InputError(store + ": migrate is for a PostgreSQL store (postgresql://...); YAML and SQLite stores need none");
+  std::cout << auth::migrate_pg_store(store) << '\n';
   return kOk;
 }
 
@@ -419,6 +434,7 @@ int dispatch(int argc, char** argv) {
   }
   if (sub == "import") return cmd_import(parse_args(argc, argv, 2, {"--store"}, 1));
   if (sub == "export") return cmd_export(parse_args(argc, argv, 2, {"--store"}, 1));
+  if (sub == "migrate") return cmd_migrate(parse_args(argc, argv, 2, {"--store"}, 0));
   throw UsageError("unknown subcommand " + sub);
 }
 

@@ -20,7 +20,7 @@ using namespace frontdoor;
 
 constexpr std::string_view kUsage =
     "usage: frontdoor [--config PATH] [--check]\n"
-    "       frontdoor keys create|list|enable|disable|delete|hash|import|export ...\n"
+    "       frontdoor keys create|list|enable|disable|delete|hash|import|export|migrate ...\n"
     "       frontdoor --version\n";
 
 int usage_error(std::string_view why) {
@@ -36,7 +36,7 @@ std::unique_ptr<auth::KeyStore> check_keys(const config::Config& c) {
   try {
     auth::KeySet set(std::move(keys));
   } catch (const std::invalid_argument& e) {
-    throw std::runtime_error(c.keys.store + ": " + e.what());
+    throw std::runtime_error(auth::shown_store(c.keys.store) + ": " + e.what());
   }
   return store;
 }
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
 
   core::log::set_level(config::to_log_level(config->log.level));
   raise_fd_limit(*config, false);
-  core::log::info("starting", {{"version", FRONTDOOR_VERSION}, {"config", config->path}, {"keys", config->keys.store}});
+  core::log::info("starting", {{"version", FRONTDOOR_VERSION}, {"config", config->path}, {"keys", auth::shown_store(config->keys.store)}});
   for (const std::string& w : config->warnings) core::log::warn("configuration", {{"warning", w}});
   try {
     return server::run_server(std::move(config), std::move(store));

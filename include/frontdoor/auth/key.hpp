@@ -26,6 +26,10 @@ std::optional<Access> parse_access(std::string_view s) noexcept;
 // Ids go into the access log and the X-Frontdoor-Key-Id header unescaped,
 // so an id read from any store is checked with this first.
 bool valid_key_id(std::string_view id) noexcept;
+// An id read from a store as it may be shown in a log or an error (before
+// it was found valid): bytes outside printable ASCII, and the backslash, as
+// \xNN; at most 128 of them.
+std::string printable_id(std::string_view id);
 
 // The code point of the UTF-8 sequence at s[i], advancing i past it; or
 // kInvalidUtf8, advancing i by one byte, when the bytes there are not UTF-8

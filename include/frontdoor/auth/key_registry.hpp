@@ -49,6 +49,11 @@ class KeyRegistry {
 
   const std::string& store_path() const;
   std::size_t size() const;
+  // False while a store that could not be reached at start has not loaded
+  // yet (SPEC §3.1: /readyz 503, proxied requests 503 key_store_unavailable).
+  bool loaded() const;
+  // The store itself, for its status and heartbeat (the store thread only).
+  KeyStore& store();
 
   // Keys ordered by id, after `after` (exclusive), at most `limit`; `next`
   // is the last id returned when more follow. Usage fields show what this

@@ -1,6 +1,7 @@
 #pragma once
 // The YAML key store file (SPEC §3): loading with a streaming parser (100,000
 // keys in well under 2 s) and atomic, locked rewriting.
+#include <chrono>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -13,6 +14,13 @@ namespace frontdoor::auth {
 // what(): "<file>:<line>: keys[<i>].<field>: <problem>" (one or more lines).
 struct StoreError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// The store cannot be reached (a PostgreSQL server that is down, does not
+// answer in time, or refused the connection): nothing was written. Admin
+// writes answer 503 key_store_unavailable; the server keeps its snapshot.
+struct StoreUnavailable : StoreError {
+  using StoreError::StoreError;
 };
 
 // A create() whose id a key in the store has already, taken by another
@@ -49,13 +57,22 @@ FileStamp stamp_of(const std::string& path);
 // be taken for ours.
 FileStamp write_yaml_store_atomic(const std::string& path, const std::vector<Key>& keys);
 
+// How long StoreLock waits for another writer by default: a usage flush of
+// 100,000 keys takes about a second; a writer that holds the lock far longer
+// is stuck (a `keys` command stopped with Ctrl-Z, a hung NFS server).
+inline constexpr std::chrono::milliseconds kStoreLockDeadline{5000};
+
 // Exclusive flock on the store file itself (SPEC §3). Because an atomic
 // rewrite renames a new inode over the path, the lock is retaken until the
 // locked descriptor and the path name the same inode. A missing file is
-// created empty ("keys: []") first. Blocks until acquired.
+// created empty ("keys: []") first.
+// Never blocks for long: the lock is tried without blocking (LOCK_NB), again
+// after a short pause growing from 1 ms to 50 ms, until `deadline` has
+// passed; then it throws StoreUnavailable ("<file>: locked by another writer
+// for more than 5 s"), having written nothing. Other failures: StoreError.
 class StoreLock {
  public:
-  explicit StoreLock(const std::string& store_path);
+  explicit StoreLock(const std::string& store_path, std::chrono::milliseconds deadline = kStoreLockDeadline);
   ~StoreLock();
   StoreLock(const StoreLock&) = delete;
   StoreLock& operator=(const StoreLock&) = delete;

@@ -92,7 +92,13 @@ struct Limits {
 };
 
 struct Keys {
-  std::string store;  // absolute path (relative paths resolve against the config file's folder)
+  // An absolute path (relative paths resolve against the config file's
+  // folder), or a postgresql:// URI as written (it may hold a password:
+  // show it with auth::shown_store).
+  std::string store;
+  bool postgres = false;
+  Duration max_stale{0};           // PostgreSQL: fail closed after this long unreachable; 0 = never
+  bool fleet_rate_limits = false;  // rate_limit_scope: fleet (each live replica enforces its share)
   Duration last_used_flush = std::chrono::seconds(10);
   bool strip_authorization = true;
 };

@@ -24,6 +24,7 @@ enum class Reason : std::uint8_t {
   uri_too_long,
   request_header_too_large,
   http_version_not_supported,
+  key_store_unavailable,  // SPEC §3.1: not loaded yet, stale past keys.max_stale, or (admin) not answering
 };
 
 struct ReasonInfo {

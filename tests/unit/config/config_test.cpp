@@ -643,12 +643,27 @@ endpoints:
 }
 
 // SPEC §1/§3.1: a part not built yet is refused, never read as something else.
-TEST_F(ConfigTest, PostgresqlStoreIsNotSupportedYet) {
-  for (const char* uri : {"postgresql://fd@db/frontdoor", "postgres://db/x"}) {
-    EXPECT_EQ(error_of(std::string(kListener) + "keys:\n  store: \"" + uri + "\"\n"),
-              expected({":3: keys.store: PostgreSQL key stores are not supported yet"}))
-        << uri;
+TEST_F(ConfigTest, PostgresqlStoreIsKeptAsWrittenWithItsFleetSettings) {
+  for (const char* uri : {"postgresql://fd@db/frontdoor?sslmode=require", "postgres://db/x"}) {
+    auto cfg = load(std::string(kListener) + "keys:\n  store: \"" + uri +
+                    "\"\n  max_stale: 30s\n  rate_limit_scope: fleet\n");
+    EXPECT_EQ(cfg->keys.store, uri) << "a URI is not a file name to make absolute";
+    EXPECT_TRUE(cfg->keys.postgres);
+    EXPECT_EQ(cfg->keys.max_stale, seconds(30));
+    EXPECT_TRUE(cfg->keys.fleet_rate_limits);
   }
+  auto defaults = load(std::string(kListener) + "keys:\n  store: postgresql://db/x\n");
+  EXPECT_EQ(defaults->keys.max_stale, seconds(0)) << "0 = never fail closed";
+  EXPECT_FALSE(defaults->keys.fleet_rate_limits) << "rate_limit_scope defaults to replica";
+}
+
+TEST_F(ConfigTest, FleetSettingsAreRefusedOnAFileStore) {
+  EXPECT_EQ(error_of(std::string(kListener) + "keys:\n  store: keys.db\n  max_stale: 5s\n"),
+            expected({":4: keys.max_stale: only a PostgreSQL key store (postgresql://) can be stale"}));
+  EXPECT_EQ(error_of(std::string(kListener) + "keys:\n  rate_limit_scope: fleet\n"),
+            expected({":3: keys.rate_limit_scope: fleet needs a PostgreSQL key store (postgresql://)"}));
+  EXPECT_EQ(error_of(std::string(kListener) + "keys:\n  store: postgresql://db/x\n  rate_limit_scope: region\n"),
+            expected({":4: keys.rate_limit_scope: expected replica or fleet"}));
 }
 
 TEST_F(ConfigTest, BadWorkerUrls) {

@@ -1,0 +1,708 @@
+// The PostgreSQL key store (SPEC §3.1): one store for a fleet of replicas,
+// written by frontdoor (admin API, `keys` commands) and by other services
+// with plain SQL on `frontdoor_keys`.
+//
+// The change feed. A trigger on frontdoor_keys appends the id of every
+// inserted, updated or deleted row to frontdoor_key_changes, with the
+// writing transaction's id (txid_current()), and sends a NOTIFY that the
+// replicas LISTEN for. A sequence number alone cannot tell a reader what it
+// has seen: a transaction that took seq 7 may commit after one that took
+// seq 8, and a reader that moved past 8 never sees 7. So the reader's
+// position is not a sequence but a transaction horizon: the xmin of a
+// snapshot, below which every transaction has finished. Each poll
+//   1. takes X = txid_snapshot_xmin(txid_current_snapshot()),
+//   2. reads every change row whose txid >= the previous poll's X (rows
+//      below it were all committed and read before), skipping the rows it
+//      has applied already (by seq),
+//   3. reads those keys as they are now, and moves its horizon to X.
+// A transaction held open keeps X from moving past it, so its rows are
+// read when it commits, whatever the others did meanwhile. Applying a key's
+// current row is idempotent, so reading a change twice is harmless, and a
+// deleted key is simply one that is no longer there. The NOTIFY only makes
+// the poll come sooner; the periodic poll alone would miss nothing.
+//
+// Usage is a separate table written by additions (every replica adds what
+// it counted since its last flush), so it never feeds the change feed.
+#include <algorithm>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "frontdoor/auth/store.hpp"
+#include "frontdoor/core/log.hpp"
+#include "pg_conn.hpp"
+
+namespace frontdoor::auth {
+
+bool is_postgres_uri(std::string_view store) noexcept {
+  return store.starts_with("postgresql://") || store.starts_with("postgres://");
+}
+
+std::string shown_store(const std::string& store) {
+  if (!is_postgres_uri(store)) return store;
+  auto parsed = boost::urls::parse_uri(store);
+  if (!parsed) return "postgresql://(a URI that does not parse)";
+  boost::urls::url u(*parsed);
+  u.remove_password();
+  u.params().erase("password");
+  return std::string(u.buffer());
+}
+
+namespace {
+
+using namespace std::chrono_literals;
+using pg::Deadline;
+using pg::Params;
+
+constexpr int kSchemaVersion = 1;
+constexpr auto kQueryTimeout = 3s;       // a poll, a write: longer means "unavailable"
+constexpr auto kConnectTimeout = 2s;
+constexpr auto kLoadTimeout = 30s;       // per FETCH of a full load
+constexpr auto kRetryEvery = 1s;         // reconnection attempts while down
+constexpr auto kIncrementalWithin = 10min;  // after a longer outage, load everything again
+constexpr int kFetchRows = 20000;
+// Any fixed number: serializes `keys migrate` runs (pg_advisory_xact_lock).
+constexpr const char* kMigrateLock = "7412093511";
+
+// Version 1. Every statement may run again (IF NOT EXISTS, OR REPLACE).
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE IF NOT EXISTS frontdoor_keys (
+  id            text PRIMARY KEY,
+  name          text NOT NULL DEFAULT '',
+  hash          text NOT NULL UNIQUE,
+  prefix        text,
+  enabled       boolean NOT NULL DEFAULT true,
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  expires_at    timestamptz,
+  management    text NOT NULL DEFAULT 'none',
+  endpoints     jsonb,
+  legacy_access text,
+  rate_limit    jsonb
+);
+CREATE TABLE IF NOT EXISTS frontdoor_key_changes (
+  seq    bigserial PRIMARY KEY,
+  txid   bigint NOT NULL DEFAULT txid_current(),
+  key_id text NOT NULL,                 -- '*': every key (TRUNCATE)
+  at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS frontdoor_key_changes_txid ON frontdoor_key_changes (txid);
+CREATE INDEX IF NOT EXISTS frontdoor_key_changes_at ON frontdoor_key_changes (at);
+CREATE TABLE IF NOT EXISTS frontdoor_key_usage (
+  id             text PRIMARY KEY,
+  last_used_at   timestamptz,
+  requests_total bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS frontdoor_replicas (
+  id            text PRIMARY KEY,
+  address       text NOT NULL,
+  version       text NOT NULL,
+  started_at    timestamptz NOT NULL,
+  last_seen     timestamptz NOT NULL,
+  stale_seconds double precision NOT NULL DEFAULT 0
+);
+CREATE OR REPLACE FUNCTION frontdoor_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    INSERT INTO frontdoor_key_changes (key_id) VALUES ('*');
+  ELSIF TG_OP = 'DELETE' THEN
+    INSERT INTO frontdoor_key_changes (key_id) VALUES (OLD.id);
+  ELSE
+    INSERT INTO frontdoor_key_changes (key_id) VALUES (NEW.id);
+    IF TG_OP = 'UPDATE' AND OLD.id IS DISTINCT FROM NEW.id THEN
+      INSERT INTO frontdoor_key_changes (key_id) VALUES (OLD.id);
+    END IF;
+  END IF;
+  PERFORM pg_notify('frontdoor_keys', '');
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS frontdoor_keys_changed ON frontdoor_keys;
+CREATE TRIGGER frontdoor_keys_changed AFTER INSERT OR UPDATE OR DELETE ON frontdoor_keys
+  FOR EACH ROW EXECUTE FUNCTION frontdoor_key_changed();
+DROP TRIGGER IF EXISTS frontdoor_keys_truncated ON frontdoor_keys;
+CREATE TRIGGER frontdoor_keys_truncated AFTER TRUNCATE ON frontdoor_keys
+  FOR EACH STATEMENT EXECUTE FUNCTION frontdoor_key_changed();
+)sql";
+
+// Whole keys, with their usage, in the order parse_key reads them.
+constexpr const char* kSelectKeys =
+    "SELECT k.id, k.name, k.hash, k.prefix, k.enabled, floor(extract(epoch FROM k.created_at))::bigint, "
+    "floor(extract(epoch FROM u.last_used_at))::bigint, floor(extract(epoch FROM k.expires_at))::bigint, "
+    "k.management, k.endpoints::text, k.legacy_access, k.rate_limit::text, u.requests_total "
+    "FROM frontdoor_keys k LEFT JOIN frontdoor_key_usage u ON u.id = k.id";
+
+constexpr const char* kSnapshotXmin = "SELECT txid_snapshot_xmin(txid_current_snapshot())";
+
+std::int64_t to_i64(std::string_view s) {
+  std::int64_t v = 0;
+  bool neg = !s.empty() && s.front() == '-';
+  for (char c : s.substr(neg ? 1 : 0)) v = v * 10 + (c - '0');
+  return neg ? -v : v;
+}
+
+std::optional<std::string> opt_time(const std::optional<core::UnixSeconds>& t) {
+  if (!t) return std::nullopt;
+  return std::to_string(*t);
+}
+
+// A PostgreSQL array literal of text elements: {"a","b"}.
+std::string text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+std::string endpoints_json(const Key& k) {
+  boost::json::object o;
+  o.emplace("*", to_string(k.default_access));
+  for (const auto& [endpoint, access] : k.endpoints) o.emplace(endpoint, to_string(access));
+  return boost::json::serialize(o);
+}
+
+std::optional<std::string> rate_limit_json(const Key& k) {
+  if (!k.rate_limit) return std::nullopt;
+  boost::json::object o;
+  o.emplace("rps", k.rate_limit->rps);
+  o.emplace("burst", k.rate_limit->burst);
+  o.emplace("max_concurrent", k.rate_limit->max_concurrent);
+  return boost::json::serialize(o);
+}
+
+// The key's columns for INSERT and UPDATE ($1..$11).
+Params key_params(const Key& k) {
+  return {k.id,
+          k.name,
+          hash_form(k.hash),
+          k.prefix,
+          std::string(k.enabled ? "true" : "false"),
+          opt_time(k.created_at),
+          opt_time(k.expires_at),
+          std::string(to_string(k.management)),
+          k.legacy_access ? std::nullopt : std::optional<std::string>(endpoints_json(k)),
+          k.legacy_access ? std::optional<std::string>(std::string(to_string(*k.legacy_access))) : std::nullopt,
+          rate_limit_json(k)};
+}
+
+// Reads row `i` (kSelectKeys order) into a Key, or says which of §3's rules
+// it breaks. An outside writer may put anything in these columns: a row is
+// taken whole or not at all.
+std::optional<Key> parse_key(const pg::Result& r, int i, std::string& problem) {
+  Key k;
+  const std::string_view id = r.text(i, 0);
+  if (!valid_key_id(id)) {
+    problem = "id: expected 1 to 128 characters of A-Z a-z 0-9 _ - .";
+    return std::nullopt;
+  }
+  k.id.assign(id);
+  k.name.assign(r.text(i, 1));
+  if (auto why = key_name_problem(k.name)) {
+    problem = "name: " + *why;
+    return std::nullopt;
+  }
+  if (auto d = parse_hash_form(r.text(i, 2))) {
+    k.hash = *d;
+  } else {
+    problem = "hash: expected sha256:<64 hex>";  // never echoed: it may be a token pasted by mistake
+    return std::nullopt;
+  }
+  if (auto p = r.opt(i, 3)) k.prefix.assign(*p);
+  k.enabled = r.text(i, 4) == "t";
+  if (auto t = r.opt(i, 5)) k.created_at = to_i64(*t);
+  if (auto t = r.opt(i, 6)) k.last_used_at = to_i64(*t);
+  if (auto t = r.opt(i, 7)) k.expires_at = to_i64(*t);
+  if (auto a = parse_access(r.text(i, 8))) {
+    k.management = *a;
+  } else {
+    problem = "management: expected none, read or read_write";
+    return std::nullopt;
+  }
+  boost::system::error_code ec;
+  const auto endpoints = r.opt(i, 9);
+  boost::json::value ev;
+  if (endpoints) ev = boost::json::parse(*endpoints, ec);
+  const bool has_endpoints = endpoints && !ev.is_null();
+  if (auto legacy = r.opt(i, 10)) {
+    if (has_endpoints) {
+      problem = "legacy_access: a legacy key has no endpoints map; set either legacy_access or endpoints";
+      return std::nullopt;
+    }
+    auto a = parse_access(*legacy);
+    if (!a) {
+      problem = "legacy_access: expected read or read_write";
+      return std::nullopt;
+    }
+    k.legacy_access = *a;
+  }
+  if (has_endpoints) {
+    if (ec || !ev.is_object()) {
+      problem = "endpoints: expected a JSON object of endpoint id to none, read or read_write";
+      return std::nullopt;
+    }
+    for (const auto& entry : ev.get_object()) {
+      const boost::json::string* s = entry.value().if_string();
+      const auto a = s ? parse_access(std::string_view(*s)) : std::nullopt;
+      if (!a || entry.key().empty()) {
+        problem = "endpoints." + std::string(entry.key()) + ": expected none, read or read_write";
+        return std::nullopt;
+      }
+      if (entry.key() == "*") {
+        k.default_access = *a;
+      } else {
+        k.endpoints.emplace_back(std::string(entry.key()), *a);
+      }
+    }
+    std::sort(k.endpoints.begin(), k.endpoints.end());
+  }
+  if (auto rl = r.opt(i, 11)) {
+    const boost::json::value v = boost::json::parse(*rl, ec);
+    if (!ec && !v.is_null()) {
+      if (!v.is_object()) {
+        problem = "rate_limit: expected a JSON object with rps, burst and max_concurrent";
+        return std::nullopt;
+      }
+      RateLimit limit;
+      for (const auto& entry : v.get_object()) {
+        const auto& f = entry.value();
+        if (entry.key() == "rps" && f.is_number() && f.to_number<double>() > 0) {
+          limit.rps = f.to_number<double>();
+        } else if ((entry.key() == "burst" || entry.key() == "max_concurrent") &&
+                   (f.is_uint64() || (f.is_int64() && f.as_int64() >= 0))) {
+          (entry.key() == "burst" ? limit.burst : limit.max_concurrent) = f.to_number<std::uint64_t>();
+        } else {
+          problem = "rate_limit." + std::string(entry.key()) +
+                    ": expected rps (a number > 0), burst or max_concurrent (integers >= 0)";
+          return std::nullopt;
+        }
+      }
+      k.rate_limit = limit;
+    } else if (ec) {
+      problem = "rate_limit: not JSON";
+      return std::nullopt;
+    }
+  }
+  if (auto n = r.opt(i, 12)) k.requests_total = static_cast<std::uint64_t>(std::max<std::int64_t>(0, to_i64(*n)));
+  return k;
+}
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(pg::Clock::now().time_since_epoch()).count();
+}
+
+int schema_version(pg::Connection& c) {
+  auto r = c.exec("SELECT to_regclass('frontdoor_schema') IS NOT NULL", pg::in(kQueryTimeout));
+  if (r.text(0, 0) != "t") return 0;
+  r = c.exec("SELECT version FROM frontdoor_schema WHERE one = 1", pg::in(kQueryTimeout));
+  return r.rows() ? static_cast<int>(to_i64(r.text(0, 0))) : 0;
+}
+
+class PgKeyStore final : public KeyStore {
+ public:
+  explicit PgKeyStore(const std::string& uri) : uri_(uri), shown_(shown_store(uri)), conn_(uri, shown_) {
+    try {
+      connect();
+    } catch (const StoreUnavailable& e) {
+      // Not fatal: the server keeps trying (SPEC §3.1); load() says why.
+      down(e.what());
+    }
+  }
+
+  ~PgKeyStore() override {
+    {
+      std::lock_guard lock(listen_mutex_);
+      stopping_ = true;
+    }
+    if (wake_fd_ >= 0) {
+      const std::uint64_t one = 1;
+      (void)!::write(wake_fd_, &one, sizeof one);
+    }
+    if (listener_.joinable()) listener_.join();
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+  }
+
+  const std::string& path() const noexcept override { return shown_; }
+
+  std::vector<Key> load() override {
+    return guarded([&] {
+      std::vector<Key> keys;
+      Transaction tx(conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      // The transaction's snapshot: every transaction below its xmin is in
+      // what the cursor reads.
+      const std::int64_t horizon = to_i64(conn_.exec(kSnapshotXmin, pg::in(kQueryTimeout)).text(0, 0));
+      auto count = conn_.exec("SELECT count(*) FROM frontdoor_keys", pg::in(kLoadTimeout));
+      keys.reserve(static_cast<std::size_t>(to_i64(count.text(0, 0))));
+      conn_.exec(std::string("DECLARE frontdoor_load NO SCROLL CURSOR FOR ") + kSelectKeys, pg::in(kQueryTimeout));
+      const std::string fetch = "FETCH FORWARD " + std::to_string(kFetchRows) + " FROM frontdoor_load";
+      for (;;) {
+        auto rows = conn_.exec(fetch, pg::in(kLoadTimeout));
+        for (int i = 0; i < rows.rows(); ++i)
+          if (auto k = parse_row(rows, i)) keys.push_back(std::move(*k));
+        if (rows.rows() < kFetchRows) break;
+      }
+      tx.commit();
+      horizon_ = horizon;
+      applied_.clear();
+      caught_up();
+      return keys;
+    });
+  }
+
+  std::optional<StoreChanges> changes() override {
+    return guarded([&]() -> std::optional<StoreChanges> {
+      // After a long outage the change log may have been pruned: start over.
+      if (!last_contact_ms_ || steady_ms() - last_contact_ms_ > std::chrono::milliseconds(kIncrementalWithin).count())
+        return std::nullopt;
+      const std::int64_t horizon = to_i64(conn_.exec(kSnapshotXmin, pg::in(kQueryTimeout)).text(0, 0));
+      auto rows = conn_.exec(
+          "SELECT seq, txid, key_id, extract(epoch FROM clock_timestamp() - at) FROM frontdoor_key_changes "
+          "WHERE txid >= $1 ORDER BY seq",
+          {std::to_string(horizon_)}, pg::in(kQueryTimeout));
+      std::set<std::int64_t> still_open;  // applied rows that the next poll reads again
+      std::vector<std::string> ids;
+      std::set<std::string> wanted;
+      bool everything = false;
+      double lag = -1;
+      for (int i = 0; i < rows.rows(); ++i) {
+        const std::int64_t seq = to_i64(rows.text(i, 0));
+        if (to_i64(rows.text(i, 1)) >= horizon) still_open.insert(seq);
+        if (applied_.count(seq)) continue;
+        const std::string_view id = rows.text(i, 2);
+        if (id == "*") everything = true;
+        if (wanted.emplace(id).second) ids.emplace_back(id);
+        lag = std::max(lag, std::strtod(std::string(rows.text(i, 3)).c_str(), nullptr));
+      }
+      if (everything) return std::nullopt;  // TRUNCATE: load() starts over
+      StoreChanges out;
+      if (!ids.empty()) {
+        auto keys = conn_.exec(std::string(kSelectKeys) + " WHERE k.id = ANY($1::text[])", {text_array(ids)},
+                               pg::in(kQueryTimeout));
+        for (int i = 0; i < keys.rows(); ++i) {
+          wanted.erase(std::string(keys.text(i, 0)));
+          if (auto k = parse_row(keys, i)) out.upserted.push_back(std::move(*k));
+          else out.deleted_ids.emplace_back(keys.text(i, 0));  // a bad row is no key
+        }
+        for (const auto& gone : wanted) out.deleted_ids.push_back(gone);
+      }
+      if (lag >= 0) feed_lag_ = lag;
+      horizon_ = horizon;
+      applied_ = std::move(still_open);
+      prune();
+      caught_up();
+      return out;
+    });
+  }
+
+  void create(const Key& key) override {
+    guarded([&] {
+      try {
+        conn_.exec(
+            "INSERT INTO frontdoor_keys (id, name, hash, prefix, enabled, created_at, expires_at, management, "
+            "endpoints, legacy_access, rate_limit) VALUES ($1, $2, $3, $4, $5, coalesce(to_timestamp($6), now()), "
+            "to_timestamp($7), $8, $9, $10, $11)",
+            key_params(key), pg::in(kQueryTimeout));
+      } catch (const pg::QueryError& e) {
+        if (e.sqlstate != "23505") throw;
+        if (std::string_view(e.what()).find("frontdoor_keys_pkey") != std::string_view::npos)
+          throw DuplicateKeyId(shown_ + ": key " + key.id + " already exists");
+        throw StoreError(shown_ + ": key " + key.id + " has the same token (hash) as another key");
+      }
+      return 0;
+    });
+  }
+
+  std::optional<Key> update(const std::string& id, const std::function<void(Key&)>& edit) override {
+    return guarded([&]() -> std::optional<Key> {
+      Transaction tx(conn_, "BEGIN");
+      auto r = conn_.exec(std::string(kSelectKeys) + " WHERE k.id = $1 FOR UPDATE OF k", {id}, pg::in(kQueryTimeout));
+      if (r.rows() == 0) return std::nullopt;
+      std::string problem;
+      auto k = parse_key(r, 0, problem);
+      if (!k) throw StoreError(shown_ + ": key " + printable_id(id) + " breaks the store's rules: " + problem);
+      edit(*k);
+      if (k->id != id) throw StoreError(shown_ + ": key " + id + ": the id of a key cannot change");
+      try {
+        conn_.exec(
+            "UPDATE frontdoor_keys SET name = $2, hash = $3, prefix = $4, enabled = $5, "
+            "created_at = coalesce(to_timestamp($6), created_at), expires_at = to_timestamp($7), management = $8, "
+            "endpoints = $9, legacy_access = $10, rate_limit = $11 WHERE id = $1",
+            key_params(*k), pg::in(kQueryTimeout));
+      } catch (const pg::QueryError& e) {
+        if (e.sqlstate != "23505") throw;
+        throw StoreError(shown_ + ": key " + id + ": another key has the same token (hash)");
+      }
+      tx.commit();
+      return k;
+    });
+  }
+
+  bool remove(const std::string& id) override {
+    return guarded([&] {
+      return conn_.exec("DELETE FROM frontdoor_keys WHERE id = $1", {id}, pg::in(kQueryTimeout)).affected() > 0;
+    });
+  }
+
+  void flush_usage(const std::vector<KeyUsage>& usage) override {
+    std::vector<std::string> ids;
+    std::string used = "{", added = "{";
+    for (const KeyUsage& u : usage) {
+      if (u.requests_added == 0 && !u.last_used_at) continue;
+      if (!ids.empty()) {
+        used += ',';
+        added += ',';
+      }
+      ids.push_back(u.id);
+      used += u.last_used_at ? std::to_string(*u.last_used_at) : "NULL";
+      added += std::to_string(u.requests_added);
+    }
+    if (ids.empty()) return;
+    used += '}';
+    added += '}';
+    guarded([&] {
+      // One statement for the batch; a key deleted meanwhile gets no row.
+      conn_.exec(
+          "INSERT INTO frontdoor_key_usage AS u (id, last_used_at, requests_total) "
+          "SELECT x.id, to_timestamp(x.used), x.added "
+          "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS x(id, used, added) "
+          "WHERE EXISTS (SELECT 1 FROM frontdoor_keys k WHERE k.id = x.id) "
+          "ON CONFLICT (id) DO UPDATE SET requests_total = u.requests_total + excluded.requests_total, "
+          "last_used_at = greatest(u.last_used_at, excluded.last_used_at)",
+          {text_array(ids), used, added}, pg::in(kQueryTimeout));
+      return 0;
+    });
+  }
+
+  void watch(std::function<void()> on_change) override {
+    if (listener_.joinable()) return;
+    on_change_ = std::move(on_change);
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    listener_ = std::thread([this] { listen_loop(); });
+  }
+
+  StoreStatus status() const override {
+    StoreStatus s;
+    s.remote = true;
+    s.reachable = reachable_;
+    s.last_contact_ms = last_contact_ms_;
+    s.reconnects = reconnects_;
+    s.feed_lag_seconds = feed_lag_;
+    return s;
+  }
+
+  std::optional<std::vector<Replica>> heartbeat(const Replica& self) override {
+    return guarded([&] {
+      conn_.exec(
+          "INSERT INTO frontdoor_replicas (id, address, version, started_at, last_seen, stale_seconds) "
+          "VALUES ($1, $2, $3, now(), now(), $4) ON CONFLICT (id) DO UPDATE SET address = excluded.address, "
+          "version = excluded.version, last_seen = now(), stale_seconds = excluded.stale_seconds",
+          {self.id, self.address, self.version, std::to_string(self.stale_seconds)}, pg::in(kQueryTimeout));
+      auto r = conn_.exec(
+          "SELECT id, address, version, floor(extract(epoch FROM last_seen))::bigint, stale_seconds "
+          "FROM frontdoor_replicas WHERE last_seen > now() - interval '15 seconds' ORDER BY id",
+          pg::in(kQueryTimeout));
+      std::vector<Replica> out;
+      for (int i = 0; i < r.rows(); ++i)
+        out.push_back({std::string(r.text(i, 0)), std::string(r.text(i, 1)), std::string(r.text(i, 2)),
+                       to_i64(r.text(i, 3)), std::strtod(std::string(r.text(i, 4)).c_str(), nullptr)});
+      return std::optional<std::vector<Replica>>(std::move(out));
+    });
+  }
+
+  void leave(const std::string& replica_id) noexcept override {
+    try {
+      if (conn_.connected())
+        conn_.exec("DELETE FROM frontdoor_replicas WHERE id = $1", {replica_id}, pg::in(1s));
+    } catch (const std::exception&) {
+      // Its row ages out of the list in 15 s.
+    }
+  }
+
+ private:
+  // BEGIN ... COMMIT; rolled back on scope exit unless committed (a lost
+  // connection has nothing to roll back).
+  class Transaction {
+   public:
+    Transaction(pg::Connection& c, const char* begin) : c_(c) { c_.exec(begin, pg::in(kQueryTimeout)); }
+    ~Transaction() {
+      if (done_ || !c_.connected()) return;
+      try {
+        c_.exec("ROLLBACK", pg::in(1s));
+      } catch (const std::exception&) {
+      }
+    }
+    void commit() {
+      c_.exec("COMMIT", pg::in(kQueryTimeout));
+      done_ = true;
+    }
+
+   private:
+    pg::Connection& c_;
+    bool done_ = false;
+  };
+
+  // Runs `f` on a connected store; a lost connection marks the store
+  // unreachable, and while it is, a new attempt is made at most every
+  // kRetryEvery (callers then fail fast instead of waiting for a timeout).
+  template <class F>
+  auto guarded(F&& f) -> decltype(f()) {
+    try {
+      if (!conn_.connected()) {
+        if (pg::Clock::now() < next_attempt_) throw StoreUnavailable(shown_ + ": unreachable: " + down_reason_);
+        connect();
+      }
+      return f();
+    } catch (const StoreUnavailable& e) {
+      down(e.what());
+      throw;
+    }
+  }
+
+  void connect() {
+    next_attempt_ = pg::Clock::now() + kRetryEvery;
+    conn_.connect(pg::in(kConnectTimeout));
+    const int v = schema_version(conn_);
+    if (v < kSchemaVersion) {
+      conn_.close();
+      throw StoreError(shown_ + ": " +
+                       (v == 0 ? std::string("frontdoor's schema is missing")
+                               : "frontdoor's schema is version " + std::to_string(v) + ", older than the " +
+                                     std::to_string(kSchemaVersion) + " this frontdoor needs") +
+                       ": run `frontdoor keys migrate --store URI`");
+    }
+    if (ever_connected_) ++reconnects_;
+    ever_connected_ = true;
+  }
+
+  void down(const std::string& why) {
+    reachable_ = false;
+    down_reason_ = why;
+  }
+
+  void caught_up() {
+    reachable_ = true;
+    last_contact_ms_ = steady_ms();
+  }
+
+  std::optional<Key> parse_row(const pg::Result& r, int i) const {
+    std::string problem;
+    auto k = parse_key(r, i, problem);
+    if (!k)
+      core::log::error("key store: key skipped",
+                       {{"store", shown_}, {"id", printable_id(r.text(i, 0))}, {"error", problem}});
+    return k;
+  }
+
+  // The change log only needs what a replica that was away for less than
+  // kIncrementalWithin has not read; one replica's DELETE every few minutes.
+  void prune() {
+    const auto now = pg::Clock::now();
+    if (now < next_prune_) return;
+    next_prune_ = now + 5min;
+    conn_.exec("DELETE FROM frontdoor_key_changes WHERE at < now() - interval '1 hour' AND txid < $1",
+               {std::to_string(horizon_)}, pg::in(kQueryTimeout));
+    conn_.exec("DELETE FROM frontdoor_replicas WHERE last_seen < now() - interval '1 day'", pg::in(kQueryTimeout));
+  }
+
+  // The LISTEN connection, on its own thread: every notification, and
+  // every (re)connection, asks the owner for a poll.
+  void listen_loop() {
+    pg::Connection c(uri_, shown_);
+    for (;;) {
+      if (!c.connected()) {
+        try {
+          c.connect(pg::in(kConnectTimeout));
+          c.exec("LISTEN frontdoor_keys", pg::in(kQueryTimeout));
+          on_change_();  // whatever happened while it was not listening
+        } catch (const std::exception&) {
+          c.close();
+        }
+      }
+      pollfd p[2] = {{wake_fd_, POLLIN, 0}, {c.socket(), POLLIN, 0}};
+      const int n = ::poll(p, c.connected() ? 2 : 1, c.connected() ? 5000 : 1000);
+      {
+        std::lock_guard lock(listen_mutex_);
+        if (stopping_) return;
+      }
+      if (n <= 0 || !c.connected() || !(p[1].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      try {
+        if (!c.notifications().empty()) on_change_();
+      } catch (const std::exception&) {
+        c.close();
+        on_change_();
+      }
+    }
+  }
+
+  const std::string uri_;
+  const std::string shown_;
+  pg::Connection conn_;
+
+  // The change feed's position (see the top of this file).
+  std::int64_t horizon_ = 0;
+  std::set<std::int64_t> applied_;  // seqs applied whose transaction is at or above the horizon
+
+  bool reachable_ = false;
+  bool ever_connected_ = false;
+  std::int64_t last_contact_ms_ = 0;
+  std::uint64_t reconnects_ = 0;
+  double feed_lag_ = 0;
+  std::string down_reason_ = "not connected yet";
+  pg::Clock::time_point next_attempt_{};
+  pg::Clock::time_point next_prune_{};
+
+  std::function<void()> on_change_;
+  std::thread listener_;
+  int wake_fd_ = -1;
+  std::mutex listen_mutex_;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<KeyStore> open_pg_store(const std::string& uri) { return std::make_unique<PgKeyStore>(uri); }
+
+std::string migrate_pg_store(const std::string& uri) {
+  const std::string shown = shown_store(uri);
+  pg::Connection c(uri, shown);
+  c.connect(pg::in(kConnectTimeout));
+  c.exec("BEGIN", pg::in(kQueryTimeout));
+  // Replicas starting together wait here for each other; the second finds
+  // the schema done.
+  c.exec(std::string("SELECT pg_advisory_xact_lock(") + kMigrateLock + ")", pg::in(60s));
+  c.exec("CREATE TABLE IF NOT EXISTS frontdoor_schema (one int PRIMARY KEY CHECK (one = 1), version int NOT NULL)",
+         pg::in(kQueryTimeout));
+  const int before = schema_version(c);
+  if (before > kSchemaVersion) {
+    c.exec("ROLLBACK", pg::in(kQueryTimeout));
+    return shown + ": schema version " + std::to_string(before) + " is newer than this frontdoor's " +
+           std::to_string(kSchemaVersion) + ": nothing to do";
+  }
+  if (before < 1) c.exec(kSchemaV1, pg::in(60s));
+  c.exec("INSERT INTO frontdoor_schema (one, version) VALUES (1, $1) ON CONFLICT (one) DO UPDATE SET version = "
+         "excluded.version",
+         {std::to_string(kSchemaVersion)}, pg::in(kQueryTimeout));
+  c.exec("COMMIT", pg::in(kQueryTimeout));
+  if (before == kSchemaVersion) return shown + ": schema is up to date (version " + std::to_string(before) + ")";
+  return shown + ": schema " + (before == 0 ? "created" : "upgraded from version " + std::to_string(before)) +
+         " (version " + std::to_string(kSchemaVersion) + ")";
+}
+
+}  // namespace frontdoor::auth
