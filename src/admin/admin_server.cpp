@@ -237,6 +237,27 @@ std::string metrics_text(proxy::Shared& shared) {
   out += "# HELP frontdoor_reloads_total Reloads of configuration and key store by result.\n# TYPE frontdoor_reloads_total counter\n";
   out += "frontdoor_reloads_total{result=\"ok\"} " + std::to_string(shared.reloads_ok.load()) + "\n";
   out += "frontdoor_reloads_total{result=\"failed\"} " + std::to_string(shared.reloads_failed.load()) + "\n";
+  // The key store's freshness (SPEC §3.1); file stores are always fresh.
+  out += "# HELP frontdoor_key_store_stale_seconds Seconds since the last successful contact with the key store; 0 while fresh.\n"
+         "# TYPE frontdoor_key_store_stale_seconds gauge\n";
+  out += "frontdoor_key_store_stale_seconds " + num(static_cast<double>(shared.store_stale_ms.load()) / 1000.0) + "\n";
+  out += "# HELP frontdoor_key_store_up 1 while the key store is reachable and the snapshot caught up.\n"
+         "# TYPE frontdoor_key_store_up gauge\n";
+  out += std::string("frontdoor_key_store_up ") + (shared.store_stale_ms.load() == 0 && shared.keys_loaded.load() ? "1" : "0") + "\n";
+  out += "# HELP frontdoor_key_store_failing_closed 1 while proxied requests get 503 key_store_unavailable.\n"
+         "# TYPE frontdoor_key_store_failing_closed gauge\n";
+  out += std::string("frontdoor_key_store_failing_closed ") + (shared.keys_unavailable.load() ? "1" : "0") + "\n";
+  out += "# HELP frontdoor_key_store_reconnects_total Connections to the key store database made again after a loss.\n"
+         "# TYPE frontdoor_key_store_reconnects_total counter\n";
+  out += "frontdoor_key_store_reconnects_total " + std::to_string(shared.store_reconnects.load()) + "\n";
+  out += "# HELP frontdoor_key_store_feed_lag_seconds Commit to applied, of the last change read from the change feed.\n"
+         "# TYPE frontdoor_key_store_feed_lag_seconds gauge\n";
+  out += "frontdoor_key_store_feed_lag_seconds " + num(static_cast<double>(shared.store_feed_lag_us.load()) / 1e6) + "\n";
+  if (shared.store_remote.load()) {
+    out += "# HELP frontdoor_fleet_replicas Replicas sharing the key store, seen in the last 15 s.\n"
+           "# TYPE frontdoor_fleet_replicas gauge\n";
+    out += "frontdoor_fleet_replicas " + std::to_string(shared.fleet_replicas.load()) + "\n";
+  }
   out += "# HELP frontdoor_client_connections Open client connections on the proxy listeners.\n# TYPE frontdoor_client_connections gauge\n";
   out += "frontdoor_client_connections " + std::to_string(shared.client_connections.load()) + "\n";
   out += "# HELP frontdoor_access_log_dropped_total Access-log lines dropped because stdout did not keep up.\n"
@@ -245,8 +266,33 @@ std::string metrics_text(proxy::Shared& shared) {
   return out;
 }
 
-// The admin routes. Later issues add the key API here.
-Response handle(const Request& req, AdminState& state, proxy::Shared& shared, const AdminHooks& hooks) {
+// A key-API answer as an HTTP response.
+Response api_response(const Request& req, ApiResponse api) {
+  if (api.reason != core::Reason::none) return error_response(req, api.reason);
+  Response res{static_cast<bhttp::status>(api.status), req.version()};
+  res.keep_alive(req.keep_alive());
+  res.set(bhttp::field::cache_control, "no-store");
+  if (!api.allow.empty()) res.set(bhttp::field::allow, api.allow);
+  if (api.status != 204) {
+    res.set(bhttp::field::content_type, "application/json");
+    res.body() = std::move(api.body);
+  }
+  res.prepare_payload();
+  return res;
+}
+
+// A key-API path as it may be logged: the id is left out (a token pasted
+// into a path must not reach the log).
+std::string_view route_of(std::string_view path) {
+  if (path == "/v1/keys" || path == "/v1/reload") return path;
+  return path.ends_with("/rotate") ? "/v1/keys/{id}/rotate" : "/v1/keys/{id}";
+}
+
+// The admin routes, answered at once on the admin thread; nullopt for an
+// authorized key-API request (/v1/keys*, /v1/reload), which may block on
+// the key store and is run on the store thread by the session instead.
+std::optional<Response> handle(const Request& req, AdminState& state, proxy::Shared& shared,
+                               const AdminHooks& hooks) {
   auto target = std::string_view(req.target().data(), req.target().size());
   auto path = target.substr(0, target.find('?'));
   bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
@@ -272,6 +318,9 @@ Response handle(const Request& req, AdminState& state, proxy::Shared& shared, co
     if (!get) return not_allowed();
     switch (state.readiness.load()) {
       case Readiness::serving:
+        // A store unreachable since the start has no keys yet (SPEC §3.1).
+        if (!shared.keys_loaded.load())
+          return json_response(req, bhttp::status::service_unavailable, R"({"status":"starting"})");
         return json_response(req, bhttp::status::ok, R"({"status":"ready"})");
       case Readiness::starting:
         return json_response(req, bhttp::status::service_unavailable, R"({"status":"starting"})");
@@ -288,22 +337,14 @@ Response handle(const Request& req, AdminState& state, proxy::Shared& shared, co
       auto rt = shared.runtime.load();
       return json_response(req, bhttp::status::ok, boost::json::serialize(endpoints_json(*rt)));
     }
-    if (hooks.registry) {
-      auto query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view();
-      auto method = std::string_view(req.method_string().data(), req.method_string().size());
-      if (auto api = handle_keys_api(method, path, query, req.body(), *hooks.registry, hooks.reload)) {
-        Response res{static_cast<bhttp::status>(api->status), req.version()};
-        res.keep_alive(req.keep_alive());
-        res.set(bhttp::field::cache_control, "no-store");
-        if (!api->allow.empty()) res.set(bhttp::field::allow, api->allow);
-        if (api->status != 204) {
-          res.set(bhttp::field::content_type, "application/json");
-          res.body() = std::move(api->body);
-        }
-        res.prepare_payload();
-        return res;
-      }
+    if (path == "/v1/replicas") {
+      if (!get) return not_allowed();
+      if (auto body = hooks.replicas ? hooks.replicas() : std::nullopt)
+        return json_response(req, bhttp::status::ok, *body);
+      return json_response(req, bhttp::status::not_found,
+                           R"({"error":{"code":"not_found","message":"replicas are listed with a PostgreSQL key store only"}})");
     }
+    if (hooks.registry && is_key_api_path(path)) return std::nullopt;
   }
   return json_response(req, bhttp::status::not_found,
                        R"({"error":{"code":"not_found","message":"no such admin path"}})");
@@ -362,11 +403,75 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
       close();
       return;
     }
-    auto req = parser_->release();
-    res_ = handle(req, state_, shared_, hooks_);
-    if (req.method() == bhttp::verb::head) res_.body().clear();
+    req_ = parser_->release();
+    if (auto res = handle(req_, state_, shared_, hooks_)) return answer(std::move(*res));
+    call_store();
+  }
+
+  void answer(Response res) {
+    res_ = std::move(res);
+    if (req_.method() == bhttp::verb::head) res_.body().clear();
     write_response(!res_.keep_alive());
   }
+
+  // A key-API request or a reload runs on the store thread and comes back
+  // here, through this session's executor, as on_store_answer(); or, after
+  // kStoreCallDeadline, on_store_deadline() answers 503 first. Whichever
+  // comes second finds store_call_ moved on and does nothing. Both hold
+  // the session, so it lives until the later one has run; nothing here
+  // runs on the store thread but handle_keys_api.
+  void call_store() {
+    const std::uint64_t call = ++calls_;
+    store_call_ = call;
+    store_timer_.expires_after(kStoreCallDeadline);
+    store_timer_.async_wait([self = this->shared_from_this(), call](beast::error_code ec) {
+      if (ec || self->store_call_ != call) return;
+      self->on_store_deadline();
+    });
+    auto target = std::string_view(req_.target().data(), req_.target().size());
+    auto path = target.substr(0, target.find('?'));
+    auto query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view();
+    asio::post(hooks_.store, [self = this->shared_from_this(), call, back = beast::get_lowest_layer(stream_).get_executor(),
+                              method = std::string(req_.method_string()), path = std::string(path),
+                              query = std::string(query), body = req_.body()]() mutable {
+      // On the store thread: hooks_ is const and outlives the store thread.
+      auto api = handle_keys_api(method, path, query, body, *self->hooks_.registry, self->hooks_.reload);
+      asio::post(back, [self = std::move(self), call, api = std::move(api)]() mutable {
+        self->on_store_answer(call, std::move(api));
+      });
+    });
+  }
+
+  void on_store_answer(std::uint64_t call, std::optional<ApiResponse> api) {
+    if (store_call_ != call) {
+      // Answered 503 already. A change may still have been made (a key
+      // created whose token nobody saw): say so.
+      if (api && api->status < 300 && req_method_changes(call))
+        core::log::warn("admin: the key store answered after the deadline; the change was made",
+                        {{"status", std::to_string(api->status), true}});
+      return;
+    }
+    store_call_ = 0;
+    store_timer_.cancel();
+    if (!api) {
+      return answer(json_response(req_, bhttp::status::not_found,
+                                  R"({"error":{"code":"not_found","message":"no such admin path"}})"));
+    }
+    answer(api_response(req_, std::move(*api)));
+  }
+
+  void on_store_deadline() {
+    store_call_ = 0;
+    late_write_call_ = req_.method() != bhttp::verb::get && req_.method() != bhttp::verb::head ? calls_ : 0;
+    auto target = std::string_view(req_.target().data(), req_.target().size());
+    core::log::warn("admin: the key store did not answer in time",
+                    {{"method", std::string(req_.method_string())},
+                     {"route", std::string(route_of(target.substr(0, target.find('?'))))},
+                     {"deadline_ms", std::to_string(std::chrono::milliseconds(kStoreCallDeadline).count()), true}});
+    answer(error_response(req_, core::Reason::key_store_unavailable));
+  }
+
+  bool req_method_changes(std::uint64_t call) const { return call == late_write_call_; }
   void write_response(bool close_after) {
     beast::get_lowest_layer(stream_).expires_after(kAdminWriteTimeout);
     bhttp::async_write(stream_, res_,
@@ -390,7 +495,12 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  Request req_;  // the request being answered
   Response res_;
+  asio::steady_timer store_timer_{beast::get_lowest_layer(stream_).get_executor()};
+  std::uint64_t calls_ = 0;           // store calls made on this connection
+  std::uint64_t store_call_ = 0;      // the one awaited now; 0: none
+  std::uint64_t late_write_call_ = 0;  // a change answered 503 at its deadline
   AdminState& state_;
   proxy::Shared& shared_;
   const AdminHooks& hooks_;

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <exception>
 
+#include "frontdoor/auth/key_store.hpp"
+#include "frontdoor/core/log.hpp"
 #include "frontdoor/core/time.hpp"
 
 namespace frontdoor::admin {
@@ -356,6 +358,10 @@ ApiResponse route(std::string_view method, std::string_view path, std::string_vi
   return {204, {}, {}};
 }
 
+}  // namespace
+
+// ---------------------------------------------------------------- public
+
 bool is_key_api_path(std::string_view path) {
   if (path == "/v1/keys" || path == "/v1/reload") return true;
   if (!path.starts_with("/v1/keys/")) return false;
@@ -364,10 +370,6 @@ bool is_key_api_path(std::string_view path) {
   if (slash == 0 || rest.empty()) return false;
   return slash == std::string_view::npos || rest.substr(slash) == "/rotate";
 }
-
-}  // namespace
-
-// ---------------------------------------------------------------- public
 
 boost::json::object key_to_json(const auth::Key& k) {
   json::object o;
@@ -535,6 +537,12 @@ std::optional<ApiResponse> handle_keys_api(std::string_view method, std::string_
   if (!is_key_api_path(path)) return std::nullopt;
   try {
     return route(method, path, query, body, registry, reload);
+  } catch (const auth::StoreUnavailable& e) {
+    // Locked by another writer past the deadline, or a database that does
+    // not answer: nothing was written; the caller may try again.
+    core::log::warn("admin: key store unavailable", {{"error", e.what()}});
+    const auto& i = core::info(core::Reason::key_store_unavailable);
+    return ApiResponse{i.status, error_body(i.code, i.message), {}, core::Reason::key_store_unavailable};
   } catch (const auth::StoreError& e) {
     // The store refused or failed to write: nothing was acknowledged.
     return error(500, "store_error", e.what());

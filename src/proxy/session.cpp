@@ -536,6 +536,8 @@ void Session::on_request_head(std::size_t head_size) {
 // ---------------------------------------------------------------------------
 
 Reason Session::authenticate_and_route() {
+  // SPEC §3.1: a store never loaded, or stale past keys.max_stale, fails closed.
+  if (ctx_.shared().keys_unavailable.load(std::memory_order_relaxed)) return Reason::key_store_unavailable;
   const auto& head = parser_->get();
   auto bearer = http::bearer_of(head);
   if (bearer.reason != Reason::none) return bearer.reason;
@@ -568,9 +570,16 @@ Reason Session::authenticate_and_route() {
 }
 
 // SPEC §4 step 5: a token bucket of rps with burst, and at most
-// max_concurrent requests in flight (a stream counts until it ends).
+// max_concurrent requests in flight (a stream counts until it ends). With
+// rate_limit_scope: fleet this replica enforces its share: each limit
+// divided by the live replicas, rounded up (the RateLimit-* lines say so).
 Reason Session::rate_limit(const auth::Key& key, auth::KeyRuntime& rt) {
-  const auto& limit = *key.rate_limit;
+  const std::uint64_t share = std::max<std::uint32_t>(1, ctx_.shared().fleet_share.load(std::memory_order_relaxed));
+  auto part = [share](std::uint64_t v) { return (v + share - 1) / share; };
+  auth::RateLimit limit = *key.rate_limit;
+  limit.rps /= static_cast<double>(share);
+  limit.burst = part(limit.burst);
+  limit.max_concurrent = part(limit.max_concurrent);
   const auto now_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
   const double burst = static_cast<double>(std::max<std::uint64_t>(limit.burst, 1));

@@ -2,13 +2,18 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json.hpp>
 
 #include <csignal>
+#include <cstring>
 #include <sstream>
 #include <future>
 #include <thread>
@@ -16,6 +21,8 @@
 #include "../proxy/session.hpp"
 #include "frontdoor/admin/admin_server.hpp"
 #include "frontdoor/auth/key_registry.hpp"
+#include "frontdoor/auth/store.hpp"
+#include "frontdoor/core/time.hpp"
 #include "frontdoor/core/log.hpp"
 #include "frontdoor/proxy/thread_context.hpp"
 #include "frontdoor/proxy/tls.hpp"
@@ -112,9 +119,11 @@ class Acceptor : public std::enable_shared_from_this<Acceptor> {
 };
 
 // The running process. Threads: N proxy threads (io_context each), the
-// admin thread (admin listener, signals, health checks) and the store
-// thread (usage flushes, file watch, reloads: everything that may block on
-// disk), so neither requests nor health probes wait for the key store.
+// admin thread (admin listener, signals), the health thread (worker probes)
+// and the store thread (usage flushes, the file watch and the change feed,
+// reloads, admin key writes: everything that may block on disk, a lock or
+// the database), so neither requests, probes, /readyz nor signals ever wait
+// for the key store (review M4, SPEC §3.1).
 class Server {
  public:
   Server(std::shared_ptr<const config::Config> config, std::unique_ptr<auth::KeyStore> store)
@@ -122,6 +131,11 @@ class Server {
     max_connections_ = config_->limits.max_connections;
     shared_.thread_count = nthreads_;
     registry_ = std::make_unique<auth::KeyRegistry>(std::move(store), shared_.keys);
+    shared_.store_remote = config_->keys.postgres;
+    shared_.keys_loaded = registry_->loaded();
+    shared_.keys_unavailable = !registry_->loaded();
+    replica_.id = replica_id();
+    replica_.version = FRONTDOOR_VERSION;
     shared_.runtime.publish(std::make_shared<const lb::Runtime>(config_));
     for (unsigned i = 0; i < nthreads_; ++i) {
       threads_.push_back(std::make_unique<proxy::ThreadContext>(shared_, i));
@@ -130,7 +144,8 @@ class Server {
     for (const auto& l : config_->listeners) listeners_.push_back(bind_listener(l));
     admin_server_ = std::make_unique<admin::AdminServer>(
         admin_io_, config_->admin, admin_state_, shared_,
-        admin::AdminHooks{registry_.get(), [this] { return reload_on_store_thread(); }});
+        admin::AdminHooks{registry_.get(), [this] { return reload(); }, store_io_.get_executor(),
+                          [this] { return replicas_json(); }});
     core::log::info("listening", {{"listener", "admin"}, {"address", endpoint_text(admin_server_->local_endpoint())}});
   }
 
@@ -158,16 +173,22 @@ class Server {
         }
       });
     }
+    if (!listeners_.empty()) replica_.address = advertised(listeners_.front()->bound);
     store_thread_ = std::thread([this] { store_io_.run(); });
+    asio::post(store_io_, [this] { start_store_watch(); });
     schedule_flush();
     schedule_watch();
+    health_thread_ = std::thread([this] { health_io_.run(); });
+    asio::post(health_io_, [this, rt = shared_.runtime.load()] { start_health(rt); });
     wait_signal();
-    start_health(shared_.runtime.load());
     admin_io_.run();
-    health_.reset();
 
     for (auto& w : workers_) w.join();
-    // The last usage is written before exit so that it survives a restart.
+    health_io_.stop();
+    health_thread_.join();
+    health_.reset();
+    // The last usage is written before exit so that it survives a restart
+    // (a database that is down costs at most one connect timeout here).
     store_guard_.reset();
     store_io_.stop();
     store_thread_.join();
@@ -176,6 +197,7 @@ class Server {
     } catch (const std::exception& e) {
       core::log::error("usage flush failed", {{"error", e.what()}});
     }
+    registry_->store().leave(replica_.id);
     release_threads();
     core::log::info("stopped");
     return 0;
@@ -237,17 +259,16 @@ class Server {
   }
 
   void start_health(std::shared_ptr<const lb::Runtime> runtime) {
-    // Runs on the admin thread. Any checker's first complete round makes a
+    // Runs on the health thread. Any checker's first complete round makes a
     // starting process ready, not only the first checker's: a reload within
     // the first health.timeout replaces that one before it finishes (M7).
-    // Draining is never turned back into serving.
+    // Draining (set by the admin thread) is never turned back into serving.
     if (health_) health_->stop();
-    health_ = std::make_unique<HealthChecker>(admin_io_, std::move(runtime));
+    health_ = std::make_unique<HealthChecker>(health_io_, std::move(runtime));
     health_->start([this] {
-      if (admin_state_.readiness == admin::Readiness::starting) {
-        admin_state_.readiness = admin::Readiness::serving;
+      auto expected = admin::Readiness::starting;
+      if (admin_state_.readiness.compare_exchange_strong(expected, admin::Readiness::serving))
         core::log::info("ready", {{"threads", std::to_string(nthreads_), true}});
-      }
     });
   }
 
@@ -265,7 +286,7 @@ class Server {
       shared_.reloads_failed.fetch_add(1);
       return e.what();
     }
-    if (next->keys.store != registry_->store_path()) {
+    if (auth::shown_store(next->keys.store) != registry_->store_path()) {
       const char* why = "keys.store changed: a new key store needs a restart";
       core::log::error("reload failed: configuration kept", {{"error", why}});
       shared_.reloads_failed.fetch_add(1);
@@ -273,11 +294,21 @@ class Server {
     }
     try {
       registry_->reload();
+    } catch (const auth::StoreUnavailable& e) {
+      // A database that is down keeps its snapshot (SPEC §3.1): the rest of
+      // the configuration still applies; the feed catches up later.
+      if (!next->keys.postgres) {
+        core::log::error("reload failed: key store kept", {{"error", e.what()}});
+        shared_.reloads_failed.fetch_add(1);
+        return e.what();
+      }
+      core::log::warn("reload: key store unreachable, keys kept", {{"error", e.what()}});
     } catch (const std::exception& e) {
       core::log::error("reload failed: key store kept", {{"error", e.what()}});
       shared_.reloads_failed.fetch_add(1);
       return e.what();
     }
+    publish_store_status();
     // Refused before anything changes: see tls_change_problem.
     if (auto why = tls_change_problem(*next); !why.empty()) {
       core::log::error("reload failed: configuration kept", {{"error", why}});
@@ -309,7 +340,7 @@ class Server {
     core::log::set_level(config::to_log_level(next->log.level));
     shared_.runtime.publish(runtime);
     runtime->dispatch();  // waiters of the previous runtime, to workers this one added
-    asio::post(admin_io_, [this, runtime] { start_health(runtime); });
+    asio::post(health_io_, [this, runtime] { start_health(runtime); });
     shared_.reloads_ok.fetch_add(1);
     core::log::info("reloaded", {{"config", next->path}, {"keys", std::to_string(registry_->size()), true}});
     for (const std::string& w : next->warnings) core::log::warn("configuration", {{"warning", w}});
@@ -359,14 +390,6 @@ class Server {
           bool(a.listeners[i].tls) != bool(b.listeners[i].tls))
         return true;
     return false;
-  }
-
-  // POST /v1/reload: the same reload, run where SIGHUP's runs, awaited.
-  std::string reload_on_store_thread() {
-    std::promise<std::string> done;
-    auto result = done.get_future();
-    asio::post(store_io_, [this, &done] { done.set_value(reload()); });
-    return result.get();
   }
 
   // Binds listeners that are new, closes those that are gone. A listener
@@ -463,17 +486,154 @@ class Server {
         core::log::info("configuration file changed: reloading");
         reload();
         watched_config_ = file_stamp(path);
-      } else {
-        try {
-          registry_->reload();
-          last_store_error_.clear();
-        } catch (const std::exception& e) {
-          if (e.what() != last_store_error_) core::log::error("key store reload failed: keys kept", {{"error", e.what()}});
-          last_store_error_ = e.what();
-        }
+      } else if (!shared_.store_remote) {
+        poll_store();
       }
       schedule_watch_again();
     });
+  }
+
+  // --- the key store's freshness (SPEC §3.1)
+
+  // Reads what changed in the store into the snapshot; on the store thread.
+  // A file store is read every second; PostgreSQL on every notification
+  // (LISTEN) and every kFeedPoll as the catch-up.
+  void poll_store() {
+    try {
+      registry_->reload();
+      last_store_error_.clear();
+    } catch (const auth::StoreUnavailable& e) {
+      last_store_error_ = e.what();  // said once, by publish_store_status
+    } catch (const std::exception& e) {
+      if (e.what() != last_store_error_) core::log::error("key store reload failed: keys kept", {{"error", e.what()}});
+      last_store_error_ = e.what();
+    }
+    publish_store_status();
+  }
+
+  static constexpr std::chrono::milliseconds kFeedPoll{500};
+  static constexpr std::chrono::seconds kHeartbeatEvery{2};
+
+  void start_store_watch() {
+    if (!shared_.store_remote) return;
+    // The store's listener thread only asks; the poll runs here. Requests
+    // that come while one is queued join it.
+    registry_->store().watch([this] {
+      if (!feed_queued_.exchange(true))
+        asio::post(store_io_, [this] {
+          feed_queued_ = false;
+          poll_store();
+        });
+    });
+    schedule_feed_poll();
+    heartbeat();
+  }
+
+  void schedule_feed_poll() {
+    feed_timer_.expires_after(kFeedPoll);
+    feed_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      poll_store();
+      schedule_feed_poll();
+    });
+  }
+
+  // Publishes the store's freshness for the request path, /readyz and
+  // /metrics, and logs each change of state.
+  void publish_store_status() {
+    const auto st = registry_->store().status();
+    const bool loaded = registry_->loaded();
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+    std::int64_t stale_ms = 0;
+    if (!st.reachable) stale_ms = st.last_contact_ms ? now_ms - st.last_contact_ms : now_ms - started_ms_;
+    const auto max_stale = std::chrono::duration_cast<std::chrono::milliseconds>(config()->keys.max_stale).count();
+    const bool closed = !loaded || (max_stale > 0 && stale_ms > max_stale);
+    shared_.store_stale_ms = stale_ms;
+    shared_.store_feed_lag_us = static_cast<std::int64_t>(st.feed_lag_seconds * 1e6);
+    shared_.store_reconnects = st.reconnects;
+    shared_.keys_loaded = loaded;
+    const bool was_closed = shared_.keys_unavailable.exchange(closed);
+    if (st.reachable != store_reachable_) {
+      store_reachable_ = st.reachable;
+      if (st.reachable)
+        core::log::info("key store reachable again: caught up", {{"store", registry_->store_path()},
+                                                                 {"keys", std::to_string(registry_->size()), true}});
+      else
+        core::log::warn("key store unreachable: serving from the snapshot",
+                        {{"store", registry_->store_path()}, {"error", last_store_error_}});
+    }
+    if (closed != was_closed) {
+      if (closed)
+        core::log::error("key store stale past keys.max_stale: failing closed",
+                         {{"store", registry_->store_path()}, {"stale_ms", std::to_string(stale_ms), true}});
+      else
+        core::log::info("key store fresh: serving again", {{"store", registry_->store_path()}});
+    }
+  }
+
+  // Every kHeartbeatEvery: this replica's row, and the live replicas
+  // (GET /v1/replicas; keys.rate_limit_scope: fleet shares by their count).
+  void heartbeat() {
+    replica_.stale_seconds = static_cast<double>(shared_.store_stale_ms.load()) / 1000.0;
+    try {
+      if (auto live = registry_->store().heartbeat(replica_)) {
+        shared_.fleet_replicas = static_cast<std::uint32_t>(live->size());
+        if (config()->keys.fleet_rate_limits) {
+          const auto n = static_cast<std::uint32_t>(std::max<std::size_t>(1, live->size()));
+          if (shared_.fleet_share.exchange(n) != n)
+            core::log::info("fleet rate limits: sharing each key's limits", {{"replicas", std::to_string(n), true}});
+        } else {
+          shared_.fleet_share = 1;
+        }
+        std::lock_guard lock(replicas_mutex_);
+        replicas_ = std::move(*live);
+      }
+    } catch (const std::exception&) {
+      // Unreachable: the list and the share stay as last seen.
+    }
+    heartbeat_timer_.expires_after(kHeartbeatEvery);
+    heartbeat_timer_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) heartbeat();
+    });
+  }
+
+  // GET /v1/replicas (admin thread); nullopt for a file store.
+  std::optional<std::string> replicas_json() {
+    if (!shared_.store_remote) return std::nullopt;
+    boost::json::array out;
+    std::lock_guard lock(replicas_mutex_);
+    for (const auto& r : replicas_) {
+      boost::json::object o;
+      o["id"] = r.id;
+      o["address"] = r.address;
+      o["version"] = r.version;
+      o["last_seen"] = core::format_rfc3339(r.last_seen);
+      o["stale_seconds"] = r.stale_seconds;
+      out.push_back(std::move(o));
+    }
+    return boost::json::serialize(boost::json::object{{"replicas", std::move(out)}});
+  }
+
+  // host-pid-random: unique across a fleet and across restarts.
+  static std::string replica_id() {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "frontdoor");
+    unsigned char r[3];
+    RAND_bytes(r, sizeof r);
+    char hex[7];
+    std::snprintf(hex, sizeof hex, "%02x%02x%02x", r[0], r[1], r[2]);
+    return std::string(host) + "-" + std::to_string(::getpid()) + "-" + hex;
+  }
+
+  // The first listener's address as other machines reach it: the host
+  // name in place of an unspecified address.
+  static std::string advertised(const tcp::endpoint& e) {
+    if (!e.address().is_unspecified()) return endpoint_text(e);
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0) return endpoint_text(e);
+    return std::string(host) + ":" + std::to_string(e.port());
   }
 
   static std::string file_stamp(const std::string& path) {
@@ -567,7 +727,10 @@ class Server {
   asio::io_context admin_io_{1};
   admin::AdminState admin_state_;
   std::unique_ptr<admin::AdminServer> admin_server_;
-  std::unique_ptr<HealthChecker> health_;
+  asio::io_context health_io_{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> health_guard_{health_io_.get_executor()};
+  std::thread health_thread_;
+  std::unique_ptr<HealthChecker> health_;  // used on the health thread only
   asio::signal_set signals_{admin_io_, SIGTERM, SIGINT, SIGHUP};
   asio::steady_timer shutdown_timer_{admin_io_};
   bool shutting_down_ = false;
@@ -579,7 +742,17 @@ class Server {
   asio::steady_timer flush_timer_{store_io_};
   asio::steady_timer watch_timer_{store_io_};
   std::string watched_config_;
+  asio::steady_timer feed_timer_{store_io_};
+  asio::steady_timer heartbeat_timer_{store_io_};
+  std::atomic<bool> feed_queued_{false};
   std::string last_store_error_;
+  bool store_reachable_ = true;
+  const std::int64_t started_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::steady_clock::now().time_since_epoch())
+                                       .count();
+  auth::Replica replica_;
+  std::mutex replicas_mutex_;
+  std::vector<auth::Replica> replicas_;
   std::mutex reload_mutex_;
 };
 

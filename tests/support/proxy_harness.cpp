@@ -107,6 +107,7 @@ std::string ProxyHarness::config_yaml() const {
   y << "keys:\n  store: " << config_.key_store
     << "\n  last_used_flush: " << config_.last_used_flush << "\n  strip_authorization: "
     << (config_.strip_authorization ? "true" : "false") << "\n";
+  for (const auto& line : config_.keys_extra) y << "  " << line << "\n";
   if (endpoints_.empty()) {
     y << "endpoints: {}\n";
   } else {
@@ -216,6 +217,7 @@ bool ProxyHarness::launch(Clock::time_point deadline) {
     if (!running()) stop_expected_ = true;  // start() says so: the test judges it
     return false;
   }
+  if (!config_.wait_ready) return true;
   // 2. /readyz 200. Readiness is a state to observe, not an event we can be
   // told about, so poll it with a short pause between attempts.
   for (;;) {

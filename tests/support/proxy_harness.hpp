@@ -89,6 +89,11 @@ struct HarnessConfig {
   std::string last_used_flush = "10s";  // keys.last_used_flush
   // More proxy listeners after the first (127.0.0.1:0), e.g. "127.0.0.1:41234".
   std::vector<std::string> extra_listeners;
+  // More lines under `keys:`, e.g. "max_stale: 2s", "rate_limit_scope: fleet".
+  std::vector<std::string> keys_extra;
+  // start() and restart() wait for /readyz 200; false: only for the
+  // listening lines (a store that cannot be reached keeps /readyz at 503).
+  bool wait_ready = true;
 };
 
 // An "Authorization: Bearer <token>" header.

@@ -1,13 +1,19 @@
 #pragma once
-// The admin listener (SPEC §5): /healthz, /readyz, and the admin API as it
-// grows. Runs on its own io_context and thread, away from the proxy threads,
-// so that a busy proxy never delays a health probe.
+// The admin listener (SPEC §5): /healthz, /readyz, /metrics and the admin
+// API. Runs on its own io_context and thread, away from the proxy threads,
+// and never waits there for the key store: key-API calls and reloads are
+// handed to the store thread and answered asynchronously, so /healthz,
+// /readyz, /metrics, /v1/endpoints and signals answer while the store is
+// stuck (review M4).
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "frontdoor/auth/key_registry.hpp"
@@ -20,10 +26,26 @@ enum class Readiness { starting, serving, draining };
 
 // What the admin API acts on besides the shared snapshots.
 struct AdminHooks {
+  // The key registry and the reload (SIGHUP's: "" on success, else why
+  // nothing changed). Both may block on disk, the store's lock or the
+  // network: they are called on `store` only, never on the admin thread.
   auth::KeyRegistry* registry = nullptr;
-  std::function<std::string()> reload;  // "" on success, else why nothing changed
+  std::function<std::string()> reload;
+  // The store thread's executor: every /v1/keys* request and POST
+  // /v1/reload runs there and is answered when it comes back.
+  boost::asio::any_io_executor store;
+  // GET /v1/replicas: the body, or nullopt for a file store (404). Cheap;
+  // called on the admin thread.
+  std::function<std::optional<std::string>()> replicas;
 };
 
+// How long an admin request waits for the store thread: past it the answer
+// is 503 key_store_unavailable, and the late result is dropped (a write may
+// still have been made; the log says so).
+inline constexpr std::chrono::seconds kStoreCallDeadline{5};
+
+// Written by the admin thread (SIGTERM) and the health thread (the first
+// health round): atomic, and serving only ever follows starting.
 struct AdminState {
   std::atomic<Readiness> readiness{Readiness::starting};
 };

@@ -17,6 +17,7 @@
 
 #include "frontdoor/auth/key.hpp"
 #include "frontdoor/auth/key_registry.hpp"
+#include "frontdoor/core/reason.hpp"
 
 namespace frontdoor::admin {
 
@@ -24,7 +25,15 @@ struct ApiResponse {
   unsigned status = 200;
   std::string body;   // JSON; empty for 204
   std::string allow;  // for 405: the value of the Allow header (RFC 9110 §15.5.6)
+  // Set for answers that are one of frontdoor's own errors (SPEC §4 error
+  // responses): the router then answers with that reason's status, body and
+  // headers (X-Frontdoor-Error, X-Request-Id), as the proxy would.
+  core::Reason reason = core::Reason::none;
 };
+
+// True for the paths handle_keys_api answers: /v1/keys, /v1/keys/{id},
+// /v1/keys/{id}/rotate and /v1/reload.
+bool is_key_api_path(std::string_view path);
 
 // Routes one admin request to the key API.
 //   path:   the request path without the query ("/v1/keys", "/v1/keys/key_1",
@@ -35,8 +44,11 @@ struct ApiResponse {
 //   reload: does what SIGHUP does; returns "" on success, else why the new
 //           config or store did not load (the running one is kept).
 // Returns nullopt when `path` is not a key-API path (the router answers 404).
+// A store that cannot be reached or stays locked (auth::StoreUnavailable)
+// answers 503 key_store_unavailable; any other store failure 500.
 // Thread-safety: as the registry's (any thread); the registry may block on
-// the store's disk writes, so call it off the proxy threads.
+// disk, the store's lock or the network, so the server calls this on its
+// store thread only, never on a proxy or the admin thread.
 std::optional<ApiResponse> handle_keys_api(std::string_view method, std::string_view path,
                                            std::string_view query, std::string_view body,
                                            auth::KeyRegistry& registry,

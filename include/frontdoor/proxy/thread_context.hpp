@@ -36,6 +36,19 @@ struct Shared {
   std::atomic<bool> grace_over{false};  // shutdown_grace has passed: WebSocket tunnels close (1001)
   std::atomic<std::uint64_t> reloads_ok{0};
   std::atomic<std::uint64_t> reloads_failed{0};
+  // The key store (SPEC §3.1), kept up to date by the store thread.
+  // keys_unavailable: a store not loaded yet, or stale past keys.max_stale:
+  // every proxied request gets 503 key_store_unavailable (fail closed).
+  std::atomic<bool> keys_unavailable{false};
+  std::atomic<bool> keys_loaded{true};  // false until a store unreachable at start has loaded (/readyz 503)
+  std::atomic<std::int64_t> store_stale_ms{0};         // since the last successful contact; 0 while fresh
+  std::atomic<std::int64_t> store_feed_lag_us{0};      // commit to applied, of the last change
+  std::atomic<std::uint64_t> store_reconnects{0};
+  std::atomic<bool> store_remote{false};
+  // keys.rate_limit_scope: fleet: the live replicas sharing each key's
+  // limits (a replica enforces 1/n of them, rounded up); 1 otherwise.
+  std::atomic<std::uint32_t> fleet_share{1};
+  std::atomic<std::uint32_t> fleet_replicas{0};  // live replicas of a PostgreSQL store (metrics)
   // Proxy threads; set before they start (pool.max_idle is shared out by it).
   unsigned thread_count = 1;
   // Every proxy thread's metrics; filled before the threads start.
