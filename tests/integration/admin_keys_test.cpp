@@ -3,12 +3,17 @@
 // the very next request, kept-alive connections included (SPEC §3); bodies
 // that do not validate are refused naming the field; no answer ever carries
 // a stored hash or a token other than the one it issues.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "support/proxy_test_base.hpp"
 
@@ -458,6 +463,43 @@ TEST_F(AdminKeysTest, ReloadPicksUpHandEditsAndKeepsTheRunningStoreOnError) {
   EXPECT_EQ(proxy_get(hand_token).status, 200);
   EXPECT_EQ(proxy_get(token_).status, 200);
   EXPECT_EQ(api("GET", "/v1/keys/key_hand").status, 200);
+}
+
+// Review M4: a key store that does not answer (here a YAML store whose lock
+// another writer holds, as a `keys` command stopped with Ctrl-Z would) gets
+// admin writes 503 key_store_unavailable within the 5 s deadline, and
+// nothing else waits for it: probes, metrics, the endpoint list and the
+// proxy answer at once. Once the lock is free, writes work again.
+TEST_F(AdminKeysTest, AStuckStoreAnswers503AndNothingElseWaits) {
+  const int fd = ::open(proxy_.keys_path().c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  HttpResponse write;
+  std::thread writer([&] { write = api("POST", "/v1/keys", R"({"name":"late","endpoints":{"ep1":"read"}})"); });
+  // While the write waits on the store thread:
+  for (int round = 0; round < 3; ++round) {
+    for (const char* path : {"/healthz", "/readyz", "/metrics", "/v1/endpoints"}) {
+      const auto s = std::chrono::steady_clock::now();
+      auto r = api("GET", path);
+      EXPECT_EQ(r.status, 200) << path << r.raw;
+      EXPECT_LT(std::chrono::steady_clock::now() - s, 1s) << path << " waited for the store";
+    }
+    const auto s = std::chrono::steady_clock::now();
+    EXPECT_EQ(proxy_get(token_).status, 200);
+    EXPECT_LT(std::chrono::steady_clock::now() - s, 1s) << "a proxied request waited for the store";
+    std::this_thread::sleep_for(300ms);  // spread the probes over the wait
+  }
+  writer.join();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(write.status, 503) << write.raw;
+  EXPECT_EQ(json_str(parse_object(write.body).at("error").as_object(), "code"), "key_store_unavailable") << write.raw;
+  EXPECT_EQ(write.header("X-Frontdoor-Error").value_or(""), "key_store_unavailable") << write.raw;
+  EXPECT_LT(waited, 7s);
+  ::flock(fd, LOCK_UN);
+  ::close(fd);
+  auto r = api("POST", "/v1/keys", R"({"name":"after","endpoints":{"ep1":"read"}})");
+  EXPECT_EQ(r.status, 201) << r.raw;
 }
 
 }  // namespace

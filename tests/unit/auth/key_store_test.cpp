@@ -353,6 +353,26 @@ TEST(StoreLock, ExcludesASecondLocker) {
   other.join();
 }
 
+// Review M4: a writer that holds the lock forever (a `keys` command stopped
+// with Ctrl-Z) must not hold the server's store thread forever.
+TEST(StoreLock, GivesUpAtItsDeadlineHavingWrittenNothing) {
+  TempDir dir;
+  const std::string path = dir.file("keys.yaml");
+  StoreLock first(path);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    StoreLock second(path, std::chrono::milliseconds(300));
+    ADD_FAILURE() << "took a lock that another holds";
+  } catch (const StoreUnavailable& e) {
+    EXPECT_NE(std::string(e.what()).find("locked by another writer for more than 300 ms"), std::string::npos)
+        << e.what();
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, std::chrono::milliseconds(300));
+  EXPECT_LT(waited, std::chrono::milliseconds(1500));
+  EXPECT_EQ(read_file(path), "keys: []\n");
+}
+
 TEST(StoreLock, WaiterRelocksAfterAnAtomicRewrite) {
   TempDir dir;
   const std::string path = dir.file("keys.yaml");
