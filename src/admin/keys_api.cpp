@@ -539,7 +539,9 @@ std::optional<ApiResponse> handle_keys_api(std::string_view method, std::string_
     return route(method, path, query, body, registry, reload);
   } catch (const auth::StoreUnavailable& e) {
     // Locked by another writer past the deadline, or a database that does
-    // not answer: nothing was written; the caller may try again.
+    // not answer or gave the change up: nothing was written (the message
+    // says so when a COMMIT went unanswered and the change may have been
+    // made); the caller may try again.
     core::log::warn("admin: key store unavailable", {{"error", e.what()}});
     const auto& i = core::info(core::Reason::key_store_unavailable);
     return ApiResponse{i.status, error_body(i.code, i.message), {}, core::Reason::key_store_unavailable};

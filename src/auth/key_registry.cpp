@@ -75,6 +75,36 @@ Key with_usage(const Key& k) {
   return v;
 }
 
+// On a shared store (PostgreSQL) the snapshot's counts are those of its
+// last load, and other replicas' usage never feeds the change feed: the
+// fleet's flushed totals plus what this process counted since its own last
+// flush are the truth. Best effort: without the database the snapshot's
+// counts stand. The caller holds the registry's mutex (flushed_requests).
+void with_fleet_usage(KeyStore& store, const KeySet& set, std::vector<Key>& keys) {
+  if (keys.empty() || !store.status().remote) return;
+  std::vector<std::string> ids;
+  ids.reserve(keys.size());
+  for (const Key& k : keys) ids.push_back(k.id);
+  std::optional<std::unordered_map<std::string, UsageTotal>> totals;
+  try {
+    totals = store.usage(ids);
+  } catch (const StoreError&) {
+    return;
+  }
+  if (!totals) return;
+  for (Key& v : keys) {
+    auto it = totals->find(v.id);
+    if (it == totals->end()) continue;
+    std::uint64_t unflushed = 0;
+    const Key* k = set.find_by_id(v.id);
+    if (const KeyRuntime* rt = k ? k->runtime_if_any() : nullptr)
+      unflushed = rt->requests.load(std::memory_order_relaxed) - rt->flushed_requests;
+    v.requests_total = it->second.requests_total + unflushed;
+    if (it->second.last_used_at && (!v.last_used_at || *v.last_used_at < *it->second.last_used_at))
+      v.last_used_at = it->second.last_used_at;
+  }
+}
+
 }  // namespace
 
 KeyRegistry::KeyRegistry(std::unique_ptr<KeyStore> store, core::SnapshotCell<KeySet>& published)
@@ -135,6 +165,10 @@ std::vector<Key> KeyRegistry::list(std::string_view after, std::size_t limit,
   std::vector<Key> out;
   out.reserve(ids.size());
   for (const auto& id : ids) out.push_back(with_usage(*set->find_by_id(id)));
+  {
+    std::lock_guard lock(impl_->mutex);
+    with_fleet_usage(*impl_->store, *set, out);
+  }
   if (!out.empty() && ids.size() == limit && limit > 0) {
     // More follow when any id is greater than the last one returned.
     bool more = false;
@@ -149,7 +183,9 @@ std::optional<Key> KeyRegistry::get(std::string_view id) const {
   std::lock_guard lock(impl_->mutex);
   const Key* k = impl_->current->find_by_id(id);
   if (!k) return std::nullopt;
-  return with_usage(*k);
+  std::vector<Key> one{with_usage(*k)};
+  with_fleet_usage(*impl_->store, *impl_->current, one);
+  return std::move(one.front());
 }
 
 IssuedKey KeyRegistry::create(const NewKey& spec) {

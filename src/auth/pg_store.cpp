@@ -68,6 +68,15 @@ using pg::Params;
 
 constexpr int kSchemaVersion = 1;
 constexpr auto kQueryTimeout = 3s;       // a poll, a write: longer means "unavailable"
+// A whole change (admin API, CLI), under the admin API's 5 s: its
+// statements share one deadline.
+constexpr auto kWriteTimeout = 4s;
+// The server gives a change up before we stop waiting for it: a row locked
+// by an outside writer's open transaction, or a disk that does not keep up,
+// then ends in an error and a rollback, not in a change applied after the
+// admin API answered 503. Only a COMMIT whose answer is lost stays in doubt.
+constexpr const char* kBeginWrite =
+    "BEGIN; SET LOCAL statement_timeout = 2500; SET LOCAL lock_timeout = 2000";
 constexpr auto kConnectTimeout = 2s;
 constexpr auto kLoadTimeout = 30s;       // per FETCH of a full load
 constexpr auto kRetryEvery = 1s;         // reconnection attempts while down
@@ -413,26 +422,30 @@ class PgKeyStore final : public KeyStore {
 
   void create(const Key& key) override {
     guarded([&] {
+      const Deadline deadline = pg::in(kWriteTimeout);
+      Transaction tx(conn_, kBeginWrite, deadline);
       try {
         conn_.exec(
             "INSERT INTO frontdoor_keys (id, name, hash, prefix, enabled, created_at, expires_at, management, "
             "endpoints, legacy_access, rate_limit) VALUES ($1, $2, $3, $4, $5, coalesce(to_timestamp($6), now()), "
             "to_timestamp($7), $8, $9, $10, $11)",
-            key_params(key), pg::in(kQueryTimeout));
+            key_params(key), deadline);
       } catch (const pg::QueryError& e) {
         if (e.sqlstate != "23505") throw;
         if (std::string_view(e.what()).find("frontdoor_keys_pkey") != std::string_view::npos)
           throw DuplicateKeyId(shown_ + ": key " + key.id + " already exists");
         throw StoreError(shown_ + ": key " + key.id + " has the same token (hash) as another key");
       }
+      tx.commit(deadline);
       return 0;
     });
   }
 
   std::optional<Key> update(const std::string& id, const std::function<void(Key&)>& edit) override {
     return guarded([&]() -> std::optional<Key> {
-      Transaction tx(conn_, "BEGIN");
-      auto r = conn_.exec(std::string(kSelectKeys) + " WHERE k.id = $1 FOR UPDATE OF k", {id}, pg::in(kQueryTimeout));
+      const Deadline deadline = pg::in(kWriteTimeout);
+      Transaction tx(conn_, kBeginWrite, deadline);
+      auto r = conn_.exec(std::string(kSelectKeys) + " WHERE k.id = $1 FOR UPDATE OF k", {id}, deadline);
       if (r.rows() == 0) return std::nullopt;
       std::string problem;
       auto k = parse_key(r, 0, problem);
@@ -444,19 +457,23 @@ class PgKeyStore final : public KeyStore {
             "UPDATE frontdoor_keys SET name = $2, hash = $3, prefix = $4, enabled = $5, "
             "created_at = coalesce(to_timestamp($6), created_at), expires_at = to_timestamp($7), management = $8, "
             "endpoints = $9, legacy_access = $10, rate_limit = $11 WHERE id = $1",
-            key_params(*k), pg::in(kQueryTimeout));
+            key_params(*k), deadline);
       } catch (const pg::QueryError& e) {
         if (e.sqlstate != "23505") throw;
         throw StoreError(shown_ + ": key " + id + ": another key has the same token (hash)");
       }
-      tx.commit();
+      tx.commit(deadline);
       return k;
     });
   }
 
   bool remove(const std::string& id) override {
     return guarded([&] {
-      return conn_.exec("DELETE FROM frontdoor_keys WHERE id = $1", {id}, pg::in(kQueryTimeout)).affected() > 0;
+      const Deadline deadline = pg::in(kWriteTimeout);
+      Transaction tx(conn_, kBeginWrite, deadline);
+      const bool found = conn_.exec("DELETE FROM frontdoor_keys WHERE id = $1", {id}, deadline).affected() > 0;
+      tx.commit(deadline);
+      return found;
     });
   }
 
@@ -478,6 +495,10 @@ class PgKeyStore final : public KeyStore {
     added += '}';
     guarded([&] {
       // One statement for the batch; a key deleted meanwhile gets no row.
+      // In a transaction of its own: a flush that timed out is rolled back,
+      // not applied later and then sent again (counted twice).
+      const Deadline deadline = pg::in(kWriteTimeout);
+      Transaction tx(conn_, kBeginWrite, deadline);
       conn_.exec(
           "INSERT INTO frontdoor_key_usage AS u (id, last_used_at, requests_total) "
           "SELECT x.id, to_timestamp(x.used), x.added "
@@ -485,9 +506,30 @@ class PgKeyStore final : public KeyStore {
           "WHERE EXISTS (SELECT 1 FROM frontdoor_keys k WHERE k.id = x.id) "
           "ON CONFLICT (id) DO UPDATE SET requests_total = u.requests_total + excluded.requests_total, "
           "last_used_at = greatest(u.last_used_at, excluded.last_used_at)",
-          {text_array(ids), used, added}, pg::in(kQueryTimeout));
+          {text_array(ids), used, added}, deadline);
+      tx.commit(deadline);
       return 0;
     });
+  }
+
+  std::optional<std::unordered_map<std::string, UsageTotal>> usage(const std::vector<std::string>& ids) override {
+    std::unordered_map<std::string, UsageTotal> out;
+    if (ids.empty()) return out;
+    guarded([&] {
+      // A read for the admin API: brief, or the snapshot's counts stand.
+      auto r = conn_.exec(
+          "SELECT id, requests_total, floor(extract(epoch FROM last_used_at))::bigint "
+          "FROM frontdoor_key_usage WHERE id = ANY($1::text[])",
+          {text_array(ids)}, pg::in(1s));
+      for (int i = 0; i < r.rows(); ++i) {
+        UsageTotal u;
+        u.requests_total = static_cast<std::uint64_t>(std::max<std::int64_t>(0, to_i64(r.text(i, 1))));
+        if (auto t = r.opt(i, 2)) u.last_used_at = to_i64(*t);
+        out.emplace(std::string(r.text(i, 0)), u);
+      }
+      return 0;
+    });
+    return out;
   }
 
   void watch(std::function<void()> on_change) override {
@@ -540,7 +582,9 @@ class PgKeyStore final : public KeyStore {
   // connection has nothing to roll back).
   class Transaction {
    public:
-    Transaction(pg::Connection& c, const char* begin) : c_(c) { c_.exec(begin, pg::in(kQueryTimeout)); }
+    Transaction(pg::Connection& c, const char* begin, Deadline deadline = pg::in(kQueryTimeout)) : c_(c) {
+      c_.exec(begin, deadline);
+    }
     ~Transaction() {
       if (done_ || !c_.connected()) return;
       try {
@@ -548,9 +592,14 @@ class PgKeyStore final : public KeyStore {
       } catch (const std::exception&) {
       }
     }
-    void commit() {
-      c_.exec("COMMIT", pg::in(kQueryTimeout));
-      done_ = true;
+    void commit(Deadline deadline = pg::in(kQueryTimeout)) {
+      done_ = true;  // whatever happens now, there is nothing to roll back
+      try {
+        c_.exec("COMMIT", deadline);
+      } catch (const StoreUnavailable& e) {
+        // Sent, but no answer: the server may have committed.
+        throw StoreUnavailable(std::string(e.what()) + " (at COMMIT: the change may have been made)");
+      }
     }
 
    private:
@@ -569,6 +618,12 @@ class PgKeyStore final : public KeyStore {
         connect();
       }
       return f();
+    } catch (const pg::QueryError& e) {
+      // A statement the server gave up (statement_timeout, lock_timeout):
+      // rolled back, the connection fine, the store busy for now.
+      if (e.sqlstate == "57014" || e.sqlstate == "55P03")
+        throw StoreUnavailable(std::string(e.what()) + " (nothing was written)");
+      throw;
     } catch (const StoreUnavailable& e) {
       down(e.what());
       throw;

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "frontdoor/auth/key.hpp"
@@ -27,6 +28,12 @@ struct KeyUsage {
   std::optional<core::UnixSeconds> last_used_at;
   std::uint64_t requests_total = 0;   // this process's view of the total (file stores merge by maximum)
   std::uint64_t requests_added = 0;   // counted since the last flush that succeeded (PostgreSQL adds it)
+};
+
+// A key's usage as the whole fleet has flushed it (PostgreSQL).
+struct UsageTotal {
+  std::uint64_t requests_total = 0;
+  std::optional<core::UnixSeconds> last_used_at;
 };
 
 // Another frontdoor process sharing a PostgreSQL store (GET /v1/replicas).
@@ -94,6 +101,13 @@ class KeyStore {
   // 15 s (itself included); nullopt for a file store. Throws StoreError.
   virtual std::optional<std::vector<Replica>> heartbeat(const Replica& self) {
     (void)self;
+    return std::nullopt;
+  }
+  // The fleet's flushed usage of those keys (ids without a row are left
+  // out); nullopt for a file store, whose snapshot already holds every
+  // count there is. Throws StoreError.
+  virtual std::optional<std::unordered_map<std::string, UsageTotal>> usage(const std::vector<std::string>& ids) {
+    (void)ids;
     return std::nullopt;
   }
   // Removes this replica's row at a clean exit. Never throws.
