@@ -433,9 +433,18 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
     auto query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view();
     asio::post(hooks_.store, [self = this->shared_from_this(), call, back = beast::get_lowest_layer(stream_).get_executor(),
                               method = std::string(req_.method_string()), path = std::string(path),
-                              query = std::string(query), body = req_.body()]() mutable {
+                              query = std::string(query), body = req_.body(),
+                              posted = std::chrono::steady_clock::now()]() mutable {
       // On the store thread: hooks_ is const and outlives the store thread.
-      auto api = handle_keys_api(method, path, query, body, *self->hooks_.registry, self->hooks_.reload);
+      // A change that waited behind slow store work starts only if it can
+      // end before the 503 at the deadline: a store gives a change up
+      // after kStoreWriteBudget, so a 503 means it was not made.
+      std::optional<ApiResponse> api;
+      const bool change = method != "GET" && method != "HEAD";
+      if (change && std::chrono::steady_clock::now() - posted > kStoreCallDeadline - kStoreWriteBudget)
+        api = ApiResponse{503, {}, {}, core::Reason::key_store_unavailable};
+      else
+        api = handle_keys_api(method, path, query, body, *self->hooks_.registry, self->hooks_.reload);
       asio::post(back, [self = std::move(self), call, api = std::move(api)]() mutable {
         self->on_store_answer(call, std::move(api));
       });

@@ -18,6 +18,7 @@ struct KeyRegistry::Impl {
   mutable std::mutex mutex;
   std::shared_ptr<const KeySet> current;
   bool loaded = false;  // false until the store has loaded once (a database that was down at start)
+  bool must_load = false;  // changes read from the store never reached the snapshot: load it all
 
   void publish(std::shared_ptr<const KeySet> next) {
     // Fold a grown overlay into a new base: lookups stay one probe, and the
@@ -261,18 +262,25 @@ void KeyRegistry::reload() {
     impl_->publish(impl_->fresh_set(impl_->store->load()));
     impl_->loaded = true;
   };
-  if (!impl_->loaded) return full_load();
+  if (!impl_->loaded || impl_->must_load) {
+    full_load();
+    impl_->must_load = false;
+    return;
+  }
   auto changes = impl_->store->changes();
   if (!changes) return full_load();
   if (changes->upserted.empty() && changes->deleted_ids.empty()) return;
+  // The store's position has moved past these changes: if they do not
+  // reach the snapshot now, only a full load can bring them.
+  impl_->must_load = true;
   try {
     impl_->publish(impl_->current->with_changes(changes->upserted, changes->deleted_ids));
   } catch (const std::invalid_argument&) {
     // Changes that clash with the snapshot (a token moved from one key to
-    // another between two polls): the store has moved past them already,
-    // so only a full load can be trusted now.
+    // another between two polls).
     full_load();
   }
+  impl_->must_load = false;
 }
 
 void KeyRegistry::flush_usage() {

@@ -50,8 +50,12 @@ Connection::Connection(std::string uri, std::string shown) : uri_(std::move(uri)
   char* err = nullptr;
   if (PQconninfoOption* opts = PQconninfoParse(uri_.c_str(), &err)) {
     for (PQconninfoOption* o = opts; o->keyword; ++o)
-      if (std::strcmp(o->keyword, "password") == 0 && o->val && *o->val) secrets_.emplace_back(o->val);
+      if ((std::strcmp(o->keyword, "password") == 0 || std::strcmp(o->keyword, "sslpassword") == 0) && o->val &&
+          *o->val)
+        secrets_.emplace_back(o->val);
     PQconninfoFree(opts);
+  } else {
+    parses_ = false;
   }
   if (err) PQfreemem(err);
   if (const char* env = std::getenv("PGPASSWORD"); env && *env) secrets_.emplace_back(env);
@@ -100,6 +104,9 @@ void Connection::connect(Deadline deadline) {
   const char* keys[] = {"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
                         "keepalives_count", "tcp_user_timeout", "dbname", nullptr};
   const char* vals[] = {"frontdoor", "1", "5", "2", "3", "10000", uri_.c_str(), nullptr};
+  // libpq's own message for a URI it cannot read quotes the URI, password
+  // and all.
+  if (!parses_) throw StoreError(shown_ + ": the URI does not parse (see libpq's connection URI format)");
   conn_ = PQconnectStartParams(keys, vals, 1);
   if (!conn_) throw StoreUnavailable(shown_ + ": cannot connect: out of memory");
   if (PQstatus(conn_) == CONNECTION_BAD) {

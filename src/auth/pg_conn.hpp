@@ -86,6 +86,7 @@ class Connection {
   std::string uri_;
   std::string shown_;
   std::vector<std::string> secrets_;  // the password(s) to scrub from messages
+  bool parses_ = true;                // libpq reads the URI (its error would repeat it)
   PGconn* conn_ = nullptr;
 };
 

@@ -33,6 +33,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -57,6 +58,7 @@ std::string shown_store(const std::string& store) {
   boost::urls::url u(*parsed);
   u.remove_password();
   u.params().erase("password");
+  u.params().erase("sslpassword");
   return std::string(u.buffer());
 }
 
@@ -82,6 +84,7 @@ constexpr auto kLoadTimeout = 30s;       // per FETCH of a full load
 constexpr auto kRetryEvery = 1s;         // reconnection attempts while down
 constexpr auto kIncrementalWithin = 10min;  // after a longer outage, load everything again
 constexpr int kFetchRows = 20000;
+constexpr int kMaxPolledChanges = 20000;  // more changed rows in one poll: a full load
 // Any fixed number: serializes `keys migrate` runs (pg_advisory_xact_lock).
 constexpr const char* kMigrateLock = "7412093511";
 
@@ -121,12 +124,24 @@ CREATE TABLE IF NOT EXISTS frontdoor_replicas (
   last_seen     timestamptz NOT NULL,
   stale_seconds double precision NOT NULL DEFAULT 0
 );
-CREATE OR REPLACE FUNCTION frontdoor_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The largest txid pruned from frontdoor_key_changes: a replica whose
+-- position is at or below it may have lost rows and loads everything.
+CREATE TABLE IF NOT EXISTS frontdoor_feed_pruned (
+  one  int PRIMARY KEY CHECK (one = 1),
+  txid bigint NOT NULL
+);
+-- SECURITY DEFINER: an outside writer allowed only on frontdoor_keys still
+-- records its changes; the search_path is the one of `keys migrate`.
+CREATE OR REPLACE FUNCTION frontdoor_key_changed() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     INSERT INTO frontdoor_key_changes (key_id) VALUES ('*');
+    DELETE FROM frontdoor_key_usage;
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO frontdoor_key_changes (key_id) VALUES (OLD.id);
+    -- A key made again with the same id starts from nothing.
+    DELETE FROM frontdoor_key_usage WHERE id = OLD.id;
   ELSE
     INSERT INTO frontdoor_key_changes (key_id) VALUES (NEW.id);
     IF TG_OP = 'UPDATE' AND OLD.id IS DISTINCT FROM NEW.id THEN
@@ -142,16 +157,30 @@ CREATE TRIGGER frontdoor_keys_changed AFTER INSERT OR UPDATE OR DELETE ON frontd
 DROP TRIGGER IF EXISTS frontdoor_keys_truncated ON frontdoor_keys;
 CREATE TRIGGER frontdoor_keys_truncated AFTER TRUNCATE ON frontdoor_keys
   FOR EACH STATEMENT EXECUTE FUNCTION frontdoor_key_changed();
+-- Also for writers with session_replication_role = replica (pg_restore,
+-- logical replication): no change may go unrecorded.
+ALTER TABLE frontdoor_keys ENABLE ALWAYS TRIGGER frontdoor_keys_changed;
+ALTER TABLE frontdoor_keys ENABLE ALWAYS TRIGGER frontdoor_keys_truncated;
 )sql";
 
 // Whole keys, with their usage, in the order parse_key reads them.
 constexpr const char* kSelectKeys =
-    "SELECT k.id, k.name, k.hash, k.prefix, k.enabled, floor(extract(epoch FROM k.created_at))::bigint, "
-    "floor(extract(epoch FROM u.last_used_at))::bigint, floor(extract(epoch FROM k.expires_at))::bigint, "
+    // 'infinity' is a timestamp too (and does not fit a bigint): created
+    // and last used at ±infinity are unknown; expiring at -infinity is
+    // expired, at +infinity never.
+    "SELECT k.id, k.name, k.hash, k.prefix, k.enabled, "
+    "CASE WHEN isfinite(k.created_at) THEN floor(extract(epoch FROM k.created_at))::bigint END, "
+    "CASE WHEN isfinite(u.last_used_at) THEN floor(extract(epoch FROM u.last_used_at))::bigint END, "
+    "CASE WHEN k.expires_at = '-infinity' THEN 0 "
+    "WHEN isfinite(k.expires_at) THEN floor(extract(epoch FROM k.expires_at))::bigint END, "
     "k.management, k.endpoints::text, k.legacy_access, k.rate_limit::text, u.requests_total "
     "FROM frontdoor_keys k LEFT JOIN frontdoor_key_usage u ON u.id = k.id";
 
 constexpr const char* kSnapshotXmin = "SELECT txid_snapshot_xmin(txid_current_snapshot())";
+// The same, and how far the change log has been pruned.
+constexpr const char* kFeedPosition =
+    "SELECT txid_snapshot_xmin(txid_current_snapshot()), "
+    "coalesce((SELECT txid FROM frontdoor_feed_pruned WHERE one = 1), 0)";
 
 std::int64_t to_i64(std::string_view s) {
   std::int64_t v = 0;
@@ -317,10 +346,10 @@ std::int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(pg::Clock::now().time_since_epoch()).count();
 }
 
-int schema_version(pg::Connection& c) {
-  auto r = c.exec("SELECT to_regclass('frontdoor_schema') IS NOT NULL", pg::in(kQueryTimeout));
+int schema_version(pg::Connection& c, Deadline deadline) {
+  auto r = c.exec("SELECT to_regclass('frontdoor_schema') IS NOT NULL", deadline);
   if (r.text(0, 0) != "t") return 0;
-  r = c.exec("SELECT version FROM frontdoor_schema WHERE one = 1", pg::in(kQueryTimeout));
+  r = c.exec("SELECT version FROM frontdoor_schema WHERE one = 1", deadline);
   return r.rows() ? static_cast<int>(to_i64(r.text(0, 0))) : 0;
 }
 
@@ -336,6 +365,11 @@ class PgKeyStore final : public KeyStore {
   }
 
   ~PgKeyStore() override {
+    stop_watch();
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+  }
+
+  void stop_watch() noexcept override {
     {
       std::lock_guard lock(listen_mutex_);
       stopping_ = true;
@@ -345,13 +379,12 @@ class PgKeyStore final : public KeyStore {
       (void)!::write(wake_fd_, &one, sizeof one);
     }
     if (listener_.joinable()) listener_.join();
-    if (wake_fd_ >= 0) ::close(wake_fd_);
   }
 
   const std::string& path() const noexcept override { return shown_; }
 
   std::vector<Key> load() override {
-    return guarded([&] {
+    return feed_guarded([&] {
       std::vector<Key> keys;
       Transaction tx(conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
       // The transaction's snapshot: every transaction below its xmin is in
@@ -367,24 +400,42 @@ class PgKeyStore final : public KeyStore {
           if (auto k = parse_row(rows, i)) keys.push_back(std::move(*k));
         if (rows.rows() < kFetchRows) break;
       }
+      // Changes at or above the horizon that the snapshot already holds are
+      // applied; the next poll must not take them again (a TRUNCATE among
+      // them would start a load over and over).
+      std::set<std::int64_t> applied;
+      auto seen = conn_.exec("SELECT seq FROM frontdoor_key_changes WHERE txid >= $1", {std::to_string(horizon)},
+                             pg::in(kLoadTimeout));
+      for (int i = 0; i < seen.rows(); ++i) applied.insert(to_i64(seen.text(i, 0)));
       tx.commit();
       horizon_ = horizon;
-      applied_.clear();
+      applied_ = std::move(applied);
       caught_up();
       return keys;
     });
   }
 
   std::optional<StoreChanges> changes() override {
-    return guarded([&]() -> std::optional<StoreChanges> {
+    return feed_guarded([&]() -> std::optional<StoreChanges> {
       // After a long outage the change log may have been pruned: start over.
       if (!last_contact_ms_ || steady_ms() - last_contact_ms_ > std::chrono::milliseconds(kIncrementalWithin).count())
         return std::nullopt;
-      const std::int64_t horizon = to_i64(conn_.exec(kSnapshotXmin, pg::in(kQueryTimeout)).text(0, 0));
+      auto position = conn_.exec(kFeedPosition, pg::in(kQueryTimeout));
+      const std::int64_t horizon = to_i64(position.text(0, 0));
+      // Rows this replica may not have read were pruned (it was away while
+      // a transaction older than the prune age committed): start over.
+      if (to_i64(position.text(0, 1)) >= horizon_) return std::nullopt;
+      // A bulk change (an outside INSERT of many keys) is cheaper to load
+      // whole, through the cursor, than to read by id within one deadline:
+      // more than kMaxPolledChanges rows not applied yet. (Had the limit cut
+      // the rows, more than that many would be new.)
       auto rows = conn_.exec(
           "SELECT seq, txid, key_id, extract(epoch FROM clock_timestamp() - at) FROM frontdoor_key_changes "
-          "WHERE txid >= $1 ORDER BY seq",
+          "WHERE txid >= $1 ORDER BY seq LIMIT " + std::to_string(applied_.size() + kMaxPolledChanges + 1),
           {std::to_string(horizon_)}, pg::in(kQueryTimeout));
+      int fresh = 0;
+      for (int i = 0; i < rows.rows(); ++i) fresh += applied_.count(to_i64(rows.text(i, 0))) ? 0 : 1;
+      if (fresh > kMaxPolledChanges) return std::nullopt;
       std::set<std::int64_t> still_open;  // applied rows that the next poll reads again
       std::vector<std::string> ids;
       std::set<std::string> wanted;
@@ -414,15 +465,20 @@ class PgKeyStore final : public KeyStore {
       if (lag >= 0) feed_lag_ = lag;
       horizon_ = horizon;
       applied_ = std::move(still_open);
-      prune();
       caught_up();
+      // The position has moved: nothing may now keep `out` from its caller.
+      try {
+        prune();
+      } catch (const StoreError& e) {
+        core::log::warn("key store: pruning the change log failed", {{"store", shown_}, {"error", e.what()}});
+      }
       return out;
     });
   }
 
   void create(const Key& key) override {
+    const Deadline deadline = pg::in(kWriteTimeout);
     guarded([&] {
-      const Deadline deadline = pg::in(kWriteTimeout);
       Transaction tx(conn_, kBeginWrite, deadline);
       try {
         conn_.exec(
@@ -438,12 +494,12 @@ class PgKeyStore final : public KeyStore {
       }
       tx.commit(deadline);
       return 0;
-    });
+    }, deadline);
   }
 
   std::optional<Key> update(const std::string& id, const std::function<void(Key&)>& edit) override {
+    const Deadline deadline = pg::in(kWriteTimeout);
     return guarded([&]() -> std::optional<Key> {
-      const Deadline deadline = pg::in(kWriteTimeout);
       Transaction tx(conn_, kBeginWrite, deadline);
       auto r = conn_.exec(std::string(kSelectKeys) + " WHERE k.id = $1 FOR UPDATE OF k", {id}, deadline);
       if (r.rows() == 0) return std::nullopt;
@@ -464,40 +520,48 @@ class PgKeyStore final : public KeyStore {
       }
       tx.commit(deadline);
       return k;
-    });
+    }, deadline);
   }
 
   bool remove(const std::string& id) override {
+    const Deadline deadline = pg::in(kWriteTimeout);
     return guarded([&] {
-      const Deadline deadline = pg::in(kWriteTimeout);
       Transaction tx(conn_, kBeginWrite, deadline);
       const bool found = conn_.exec("DELETE FROM frontdoor_keys WHERE id = $1", {id}, deadline).affected() > 0;
       tx.commit(deadline);
       return found;
-    });
+    }, deadline);
   }
 
   void flush_usage(const std::vector<KeyUsage>& usage) override {
-    std::vector<std::string> ids;
-    std::string used = "{", added = "{";
+    // One row per id: a key deleted and made again with the same id has two
+    // counters here, and ON CONFLICT may not touch a row twice.
+    std::map<std::string, std::pair<std::optional<core::UnixSeconds>, std::uint64_t>> merged;
     for (const KeyUsage& u : usage) {
       if (u.requests_added == 0 && !u.last_used_at) continue;
+      auto& [last, n] = merged[u.id];
+      if (u.last_used_at && (!last || *last < *u.last_used_at)) last = u.last_used_at;
+      n += u.requests_added;
+    }
+    std::vector<std::string> ids;
+    std::string used = "{", added = "{";
+    for (const auto& [id, u] : merged) {
       if (!ids.empty()) {
         used += ',';
         added += ',';
       }
-      ids.push_back(u.id);
-      used += u.last_used_at ? std::to_string(*u.last_used_at) : "NULL";
-      added += std::to_string(u.requests_added);
+      ids.push_back(id);
+      used += u.first ? std::to_string(*u.first) : "NULL";
+      added += std::to_string(u.second);
     }
     if (ids.empty()) return;
     used += '}';
     added += '}';
+    const Deadline deadline = pg::in(kWriteTimeout);
     guarded([&] {
       // One statement for the batch; a key deleted meanwhile gets no row.
       // In a transaction of its own: a flush that timed out is rolled back,
       // not applied later and then sent again (counted twice).
-      const Deadline deadline = pg::in(kWriteTimeout);
       Transaction tx(conn_, kBeginWrite, deadline);
       conn_.exec(
           "INSERT INTO frontdoor_key_usage AS u (id, last_used_at, requests_total) "
@@ -509,7 +573,7 @@ class PgKeyStore final : public KeyStore {
           {text_array(ids), used, added}, deadline);
       tx.commit(deadline);
       return 0;
-    });
+    }, deadline);
   }
 
   std::optional<std::unordered_map<std::string, UsageTotal>> usage(const std::vector<std::string>& ids) override {
@@ -518,7 +582,8 @@ class PgKeyStore final : public KeyStore {
     guarded([&] {
       // A read for the admin API: brief, or the snapshot's counts stand.
       auto r = conn_.exec(
-          "SELECT id, requests_total, floor(extract(epoch FROM last_used_at))::bigint "
+          "SELECT id, requests_total, "
+          "CASE WHEN isfinite(last_used_at) THEN floor(extract(epoch FROM last_used_at))::bigint END "
           "FROM frontdoor_key_usage WHERE id = ANY($1::text[])",
           {text_array(ids)}, pg::in(1s));
       for (int i = 0; i < r.rows(); ++i) {
@@ -610,12 +675,13 @@ class PgKeyStore final : public KeyStore {
   // Runs `f` on a connected store; a lost connection marks the store
   // unreachable, and while it is, a new attempt is made at most every
   // kRetryEvery (callers then fail fast instead of waiting for a timeout).
-  template <class F>
-  auto guarded(F&& f) -> decltype(f()) {
+  // `by`: a change's deadline, which a reconnection first counts against.
+  template <typename F>
+  auto guarded(F&& f, std::optional<Deadline> by = std::nullopt) -> decltype(f()) {
     try {
       if (!conn_.connected()) {
         if (pg::Clock::now() < next_attempt_) throw StoreUnavailable(shown_ + ": unreachable: " + down_reason_);
-        connect();
+        connect(by);
       }
       return f();
     } catch (const pg::QueryError& e) {
@@ -630,10 +696,30 @@ class PgKeyStore final : public KeyStore {
     }
   }
 
-  void connect() {
+  // Reading the keys: an error that is not an outage (a row the query
+  // cannot read) still leaves the snapshot behind, and says so (stale
+  // seconds grow, max_stale applies) rather than reporting it fresh.
+  template <typename F>
+  auto feed_guarded(F&& f) -> decltype(f()) {
+    try {
+      return guarded(std::forward<F>(f));
+    } catch (const StoreUnavailable&) {
+      throw;
+    } catch (const StoreError& e) {
+      down(e.what());
+      throw;
+    }
+  }
+
+  void connect(std::optional<Deadline> by = std::nullopt) {
     next_attempt_ = pg::Clock::now() + kRetryEvery;
-    conn_.connect(pg::in(kConnectTimeout));
-    const int v = schema_version(conn_);
+    // Connecting and the checks after it: one deadline.
+    const Deadline deadline = std::min(pg::in(kConnectTimeout + 1s), by.value_or(Deadline::max()));
+    conn_.connect(deadline);
+    // A query this connection gave up waiting for does not run on and on in
+    // the server (nor pile up, poll after poll).
+    conn_.exec("SET statement_timeout = 10000", deadline);
+    const int v = schema_version(conn_, deadline);
     if (v < kSchemaVersion) {
       conn_.close();
       throw StoreError(shown_ + ": " +
@@ -671,8 +757,13 @@ class PgKeyStore final : public KeyStore {
     const auto now = pg::Clock::now();
     if (now < next_prune_) return;
     next_prune_ = now + 5min;
-    conn_.exec("DELETE FROM frontdoor_key_changes WHERE at < now() - interval '1 hour' AND txid < $1",
-               {std::to_string(horizon_)}, pg::in(kQueryTimeout));
+    // The watermark moves in the same statement as the rows go.
+    conn_.exec(
+        "WITH gone AS (DELETE FROM frontdoor_key_changes WHERE at < now() - interval '1 hour' AND txid < $1 "
+        "RETURNING txid) "
+        "INSERT INTO frontdoor_feed_pruned AS p (one, txid) SELECT 1, max(txid) FROM gone HAVING count(*) > 0 "
+        "ON CONFLICT (one) DO UPDATE SET txid = greatest(p.txid, excluded.txid)",
+        {std::to_string(horizon_)}, pg::in(kQueryTimeout));
     conn_.exec("DELETE FROM frontdoor_replicas WHERE last_seen < now() - interval '1 day'", pg::in(kQueryTimeout));
   }
 
@@ -744,7 +835,7 @@ std::string migrate_pg_store(const std::string& uri) {
   c.exec(std::string("SELECT pg_advisory_xact_lock(") + kMigrateLock + ")", pg::in(60s));
   c.exec("CREATE TABLE IF NOT EXISTS frontdoor_schema (one int PRIMARY KEY CHECK (one = 1), version int NOT NULL)",
          pg::in(kQueryTimeout));
-  const int before = schema_version(c);
+  const int before = schema_version(c, pg::in(kQueryTimeout));
   if (before > kSchemaVersion) {
     c.exec("ROLLBACK", pg::in(kQueryTimeout));
     return shown + ": schema version " + std::to_string(before) + " is newer than this frontdoor's " +

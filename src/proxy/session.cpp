@@ -575,7 +575,7 @@ Reason Session::authenticate_and_route() {
 // divided by the live replicas, rounded up (the RateLimit-* lines say so).
 Reason Session::rate_limit(const auth::Key& key, auth::KeyRuntime& rt) {
   const std::uint64_t share = std::max<std::uint32_t>(1, ctx_.shared().fleet_share.load(std::memory_order_relaxed));
-  auto part = [share](std::uint64_t v) { return (v + share - 1) / share; };
+  auto part = [share](std::uint64_t v) { return v / share + (v % share != 0); };  // no overflow near 2^64
   auth::RateLimit limit = *key.rate_limit;
   limit.rps /= static_cast<double>(share);
   limit.burst = part(limit.burst);

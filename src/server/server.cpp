@@ -187,11 +187,20 @@ class Server {
     health_io_.stop();
     health_thread_.join();
     health_.reset();
+    // From here on the database may hold the exit up (a poll finishing, the
+    // last flush, leaving the replica list: about 10 s at worst): a second
+    // signal exits at once, with status 1, as during the drain.
+    signals_.clear();
+    std::signal(SIGTERM, [](int) { ::_exit(1); });
+    std::signal(SIGINT, [](int) { ::_exit(1); });
     // The last usage is written before exit so that it survives a restart
     // (a database that is down costs at most one connect timeout here).
     store_guard_.reset();
     store_io_.stop();
     store_thread_.join();
+    // The store's own thread (LISTEN) posts to store_io_: it stops before
+    // anything it uses is destroyed.
+    registry_->store().stop_watch();
     try {
       registry_->flush_usage();
     } catch (const std::exception& e) {
@@ -286,7 +295,9 @@ class Server {
       shared_.reloads_failed.fetch_add(1);
       return e.what();
     }
-    if (auth::shown_store(next->keys.store) != registry_->store_path()) {
+    // Compared as written: a new password in the URI needs a restart too
+    // (said, not silently ignored).
+    if (next->keys.store != current->keys.store) {
       const char* why = "keys.store changed: a new key store needs a restart";
       core::log::error("reload failed: configuration kept", {{"error", why}});
       shared_.reloads_failed.fetch_add(1);

@@ -500,6 +500,10 @@ TEST_F(AdminKeysTest, AStuckStoreAnswers503AndNothingElseWaits) {
   ::close(fd);
   auto r = api("POST", "/v1/keys", R"({"name":"after","endpoints":{"ep1":"read"}})");
   EXPECT_EQ(r.status, 201) << r.raw;
+  // The write answered 503 was not made later, when the lock came free.
+  auto l = api("GET", "/v1/keys?limit=1000");
+  EXPECT_EQ(l.body.find("\"name\":\"late\""), std::string::npos) << l.body;
+  EXPECT_NE(l.body.find("\"name\":\"after\""), std::string::npos) << l.body;
 }
 
 }  // namespace

@@ -272,6 +272,78 @@ TEST_F(PgStoreTest, UsageFromSeveralReplicasAddsUpAndIsNoKeyChange) {
   EXPECT_TRUE(c->upserted.empty() && c->deleted_ids.empty()) << "usage must never look like a key change";
 }
 
+// The admin API shows the fleet's totals (SPEC §3.1): usage() reads them.
+TEST_F(PgStoreTest, UsageReadsTheFleetsTotals) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_a", "tok-a")));
+  ASSERT_TRUE(sql(insert_sql("key_b", "tok-b")));
+  auto a = auth::open_pg_store(uri());
+  auto b = auth::open_pg_store(uri());
+  a->load();
+  b->load();
+  a->flush_usage({{"key_a", 1800000000, 0, 4}});
+  b->flush_usage({{"key_a", 1800000050, 0, 6}});
+  auto t = a->usage({"key_a", "key_b", "key_none"});
+  ASSERT_TRUE(t);
+  ASSERT_EQ(t->size(), 1u) << "keys never flushed have no row";
+  EXPECT_EQ(t->at("key_a").requests_total, 10u);
+  EXPECT_EQ(t->at("key_a").last_used_at, 1800000050);
+  EXPECT_TRUE(a->usage({})->empty());
+}
+
+// A change blocked by an outside writer's open transaction is given up by
+// the server (lock_timeout) and rolled back, so the 503 the admin API gives
+// means "not made": it is not applied when the other transaction ends.
+TEST_F(PgStoreTest, AChangeBlockedByAnOpenTransactionGivesUpAndIsNeverAppliedLater) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_l", "tok-l")));
+  auto store = auth::open_pg_store(uri());
+  store->load();
+  PgSession holder = session();
+  ASSERT_TRUE(holder.ok()) << holder.error();
+  ASSERT_TRUE(holder.exec("BEGIN; UPDATE frontdoor_keys SET name = 'held' WHERE id = 'key_l'"));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(store->update("key_l", [](Key& k) { k.enabled = false; }), auth::StoreUnavailable);
+  EXPECT_THROW(store->remove("key_l"), auth::StoreUnavailable);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 9s) << "each change must give up well within the admin API's 5 s";
+  ASSERT_TRUE(holder.exec("COMMIT"));
+  auto keys = store->load();  // the same connection: it is still usable
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_EQ(keys[0].name, "held");
+  EXPECT_TRUE(keys[0].enabled) << "the change answered as failed was applied later";
+  // And the store writes again at once.
+  ASSERT_TRUE(store->update("key_l", [](Key& k) { k.enabled = false; }));
+  EXPECT_FALSE(auth::open_pg_store(uri())->load().at(0).enabled);
+}
+
+// A usage flush that times out against a paused server is rolled back, not
+// applied when the server resumes and then sent again (counted twice).
+TEST_F(PgStoreTest, AFlushThatTimedOutIsNotAppliedLater) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_f", "tok-f")));
+  auto store = auth::open_pg_store(uri());
+  store->load();
+  store->flush_usage({{"key_f", 1800000000, 0, 2}});
+  ASSERT_TRUE(pg().pause()) << pg().last_error();
+  EXPECT_THROW(store->flush_usage({{"key_f", 1800000001, 0, 5}}), auth::StoreUnavailable);
+  ASSERT_TRUE(pg().resume()) << pg().last_error();
+  // The owner keeps the 5 and sends them again once the store is back.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  for (;;) {
+    try {
+      store->flush_usage({{"key_f", 1800000001, 0, 5}});
+      break;
+    } catch (const auth::StoreUnavailable&) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the store never came back";
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  auto keys = auth::open_pg_store(uri())->load();
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_EQ(keys[0].requests_total, 7u) << "a flush that failed was also applied";
+}
+
 TEST_F(PgStoreTest, TheListenerCallsBackOnAnOutsideCommit) {
   migrate();
   auto store = auth::open_pg_store(uri());
@@ -358,6 +430,126 @@ TEST_F(PgStoreTest, ThePasswordAppearsInNoMessage) {
       EXPECT_NE(std::string(e.what()).find("127.0.0.1"), std::string::npos) << e.what();
     }
   }
+}
+
+// A URI libpq cannot read: its own message would quote the URI, password
+// and all. An sslpassword is a secret too.
+TEST_F(PgStoreTest, AMalformedUriIsRefusedWithoutItsPassword) {
+  EXPECT_EQ(auth::shown_store("postgresql://u@127.0.0.1/db?sslpassword=topsecret").find("topsecret"),
+            std::string::npos);
+  for (const std::string u : {"postgresql://u:se%zzcret@127.0.0.1:1/db", "postgresql://u:secret@[::1/db",
+                              "postgresql://u:secret@127.0.0.1:1/db?bogus=1"}) {
+    try {
+      auth::open_pg_store(u)->load();
+      ADD_FAILURE() << "loaded " << auth::shown_store(u);
+    } catch (const auth::StoreError& e) {
+      EXPECT_EQ(std::string(e.what()).find("cret"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// 'infinity' is a timestamp PostgreSQL takes: never expires, or always
+// expired; it neither stops the load nor the feed.
+TEST_F(PgStoreTest, InfiniteTimestampsLoadAndTheFeedGoesOn) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_never", "tok-n", ", expires_at, created_at", ", 'infinity', '-infinity'")));
+  ASSERT_TRUE(sql(insert_sql("key_gone", "tok-g", ", expires_at", ", '-infinity'")));
+  auto store = auth::open_pg_store(uri());
+  auto keys = store->load();
+  ASSERT_EQ(keys.size(), 2u);
+  for (const auto& k : keys) {
+    if (k.id == "key_never") {
+      EXPECT_FALSE(k.expires_at) << "+infinity is never";
+      EXPECT_FALSE(k.created_at);
+    } else {
+      ASSERT_TRUE(k.expires_at);
+      EXPECT_LE(*k.expires_at, 0) << "-infinity has expired";
+    }
+  }
+  ASSERT_TRUE(sql("UPDATE frontdoor_keys SET expires_at = 'infinity', enabled = false WHERE id = 'key_gone'"));
+  auto c = store->changes();
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->upserted.size(), 1u);
+  EXPECT_FALSE(c->upserted[0].enabled);
+  EXPECT_TRUE(store->status().reachable);
+}
+
+// Changes read from the log are returned even when pruning it fails
+// afterwards (here: another session holds a lock prune needs).
+TEST_F(PgStoreTest, AFailedPruneLosesNoChange) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_p", "tok-p")));
+  auto store = auth::open_pg_store(uri());
+  store->load();
+  PgSession locker = session();
+  ASSERT_TRUE(locker.ok()) << locker.error();
+  ASSERT_TRUE(locker.exec("BEGIN; LOCK TABLE frontdoor_replicas IN ACCESS EXCLUSIVE MODE"));
+  ASSERT_TRUE(sql("UPDATE frontdoor_keys SET enabled = false WHERE id = 'key_p'"));
+  auto c = store->changes();  // the first poll prunes; the prune waits, then gives up
+  ASSERT_TRUE(locker.exec("ROLLBACK"));
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->upserted.size(), 1u);
+  EXPECT_FALSE(c->upserted[0].enabled);
+}
+
+// Rows pruned that this replica may not have read (it was behind a
+// transaction older than the prune age): it loads everything.
+TEST_F(PgStoreTest, ALogPrunedPastThePositionMeansAFullLoad) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_w", "tok-w")));
+  auto store = auth::open_pg_store(uri());
+  store->load();
+  ASSERT_TRUE(store->changes());
+  // Another replica pruned rows up to a txid this one has not passed.
+  ASSERT_TRUE(sql("INSERT INTO frontdoor_feed_pruned (one, txid) VALUES (1, txid_current() + 1000)"));
+  EXPECT_FALSE(store->changes());
+  ASSERT_TRUE(sql("UPDATE frontdoor_feed_pruned SET txid = 1"));
+  store->load();
+  EXPECT_TRUE(store->changes());
+}
+
+// A bulk change is loaded whole, and after a load the changes it already
+// holds are not taken again, also while an older transaction keeps the
+// horizon back (no load after load).
+TEST_F(PgStoreTest, ABulkChangeIsLoadedWholeOnceAndATruncateOnce) {
+  migrate();
+  auto store = auth::open_pg_store(uri());
+  store->load();
+  PgSession old = session();
+  ASSERT_TRUE(old.ok()) << old.error();
+  ASSERT_TRUE(old.exec("BEGIN; SELECT txid_current()"));  // holds every snapshot's xmin back
+  ASSERT_TRUE(sql("INSERT INTO frontdoor_keys (id, hash) SELECT 'key_' || i, 'sha256:' || "
+                  "encode(sha256(('tok-' || i)::bytea), 'hex') FROM generate_series(1, 20001) AS i"));
+  EXPECT_FALSE(store->changes()) << "20,001 changed keys: a full load";
+  EXPECT_EQ(store->load().size(), 20001u);
+  auto c = store->changes();
+  ASSERT_TRUE(c) << "the load already holds these changes";
+  EXPECT_TRUE(c->upserted.empty() && c->deleted_ids.empty());
+  ASSERT_TRUE(sql("TRUNCATE frontdoor_keys"));
+  EXPECT_FALSE(store->changes());
+  EXPECT_TRUE(store->load().empty());
+  c = store->changes();
+  ASSERT_TRUE(c) << "a TRUNCATE the load already holds started another load";
+  EXPECT_TRUE(c->upserted.empty() && c->deleted_ids.empty());
+  ASSERT_TRUE(old.exec("COMMIT"));
+}
+
+// A key deleted and made again with the same id has two counters in one
+// flush; the flush still goes through, and the new key starts from zero.
+TEST_F(PgStoreTest, AFlushWithAnIdTwiceAddsBothAndADeletedKeysUsageGoes) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_d", "tok-d")));
+  auto store = auth::open_pg_store(uri());
+  store->load();
+  store->flush_usage({{"key_d", 1800000000, 0, 3}});
+  ASSERT_TRUE(sql("DELETE FROM frontdoor_keys WHERE id = 'key_d'"));
+  ASSERT_TRUE(sql(insert_sql("key_d", "tok-d2")));
+  store->flush_usage({{"key_d", 1800000010, 0, 2}, {"key_d", 1800000020, 0, 4}});
+  auto t = store->usage({"key_d"});
+  ASSERT_TRUE(t);
+  ASSERT_EQ(t->count("key_d"), 1u);
+  EXPECT_EQ(t->at("key_d").requests_total, 6u) << "the old key's 3 must go with it";
+  EXPECT_EQ(t->at("key_d").last_used_at, 1800000020);
 }
 
 }  // namespace

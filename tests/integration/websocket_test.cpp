@@ -660,7 +660,9 @@ TEST_F(WebSocketTest, ClientEndThatArrivesWithThe101FollowsTheEarlyBytes) {
   ASSERT_TRUE(ws_.wait_ended(0, 3000ms)) << "the worker never learned that the client had closed";
   auto u = ws_.upgrade(0);
   ASSERT_TRUE(u);
-  if (!u->messages.empty()) EXPECT_EQ(u->messages.at(0).data, "early bird");
+  if (!u->messages.empty()) {
+    EXPECT_EQ(u->messages.at(0).data, "early bird");
+  }
 }
 
 TEST_F(WebSocketTest, HalfCloseFromTheWorkerIsPassedOn) {

@@ -43,6 +43,10 @@ struct AdminHooks {
 // is 503 key_store_unavailable, and the late result is dropped (a write may
 // still have been made; the log says so).
 inline constexpr std::chrono::seconds kStoreCallDeadline{5};
+// What a store allows one change at most (a file store's lock, a database's
+// connection and transaction): under kStoreCallDeadline, so that a change
+// answered 503 is not made afterwards.
+inline constexpr std::chrono::milliseconds kStoreWriteBudget{4000};
 
 // Written by the admin thread (SIGTERM) and the health thread (the first
 // health round): atomic, and serving only ever follows starting.

@@ -96,6 +96,9 @@ class KeyStore {
   // writer may have changed a key, and after a reconnection: the owner then
   // calls changes() on its thread. The file stores are polled instead.
   virtual void watch(std::function<void()> on_change) { (void)on_change; }
+  // Stops the thread watch() started and waits for it; `on_change` is not
+  // called any more. Never throws; may be called twice.
+  virtual void stop_watch() noexcept {}
   virtual StoreStatus status() const { return {}; }
   // Records this replica as alive and returns the replicas seen in the last
   // 15 s (itself included); nullopt for a file store. Throws StoreError.
