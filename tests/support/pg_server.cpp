@@ -416,11 +416,19 @@ bool PgServer::spawn_postmaster(bool* bind_failed) {
   postmaster_pid_ = postmaster_.pid();
 
   // Readiness is the postmaster's own log line (event-driven); a FATAL or
-  // PANIC before it, or its exit, means it will not come.
+  // PANIC before it, or its exit, means it will not come. Not a FATAL that
+  // a client got for connecting too early (a replica that keeps retrying
+  // while the server restarts).
   postmaster_.wait_output(
       [](const std::string&, const std::string& err) {
-        return err.find(kReadyLine) != std::string::npos ||
-               err.find("FATAL:") != std::string::npos || err.find("PANIC:") != std::string::npos;
+        if (err.find(kReadyLine) != std::string::npos || err.find("PANIC:") != std::string::npos) return true;
+        for (std::size_t at = err.find("FATAL:"); at != std::string::npos; at = err.find("FATAL:", at + 1)) {
+          const std::string line = err.substr(at, err.find('\n', at) - at);
+          if (line.find("is starting up") == std::string::npos &&
+              line.find("not yet accepting connections") == std::string::npos)
+            return true;
+        }
+        return false;
       },
       kReadyTimeout);
   const std::string err = postmaster_.stderr_text();
