@@ -250,7 +250,7 @@ std::string metrics_text(proxy::Shared& shared) {
   out += "# HELP frontdoor_key_store_reconnects_total Connections to the key store database made again after a loss.\n"
          "# TYPE frontdoor_key_store_reconnects_total counter\n";
   out += "frontdoor_key_store_reconnects_total " + std::to_string(shared.store_reconnects.load()) + "\n";
-  out += "# HELP frontdoor_key_store_feed_lag_seconds Commit to applied, of the last change read from the change feed.\n"
+  out += "# HELP frontdoor_key_store_feed_lag_seconds Written (the change row) to read by this replica, of the last change from the change feed.\n"
          "# TYPE frontdoor_key_store_feed_lag_seconds gauge\n";
   out += "frontdoor_key_store_feed_lag_seconds " + num(static_cast<double>(shared.store_feed_lag_us.load()) / 1e6) + "\n";
   if (shared.store_remote.load()) {

@@ -42,7 +42,7 @@ struct Shared {
   std::atomic<bool> keys_unavailable{false};
   std::atomic<bool> keys_loaded{true};  // false until a store unreachable at start has loaded (/readyz 503)
   std::atomic<std::int64_t> store_stale_ms{0};         // since the last successful contact; 0 while fresh
-  std::atomic<std::int64_t> store_feed_lag_us{0};      // commit to applied, of the last change
+  std::atomic<std::int64_t> store_feed_lag_us{0};      // change row written to read here, of the last change
   std::atomic<std::uint64_t> store_reconnects{0};
   std::atomic<bool> store_remote{false};
   // keys.rate_limit_scope: fleet: the live replicas sharing each key's
