@@ -390,8 +390,13 @@ class PgKeyStore final : public KeyStore {
       // The transaction's snapshot: every transaction below its xmin is in
       // what the cursor reads.
       const std::int64_t horizon = to_i64(conn_.exec(kSnapshotXmin, pg::in(kQueryTimeout)).text(0, 0));
-      auto count = conn_.exec("SELECT count(*) FROM frontdoor_keys", pg::in(kLoadTimeout));
-      keys.reserve(static_cast<std::size_t>(to_i64(count.text(0, 0))));
+      // The planner's estimate is enough to reserve (count(*) would scan
+      // the table once more before the cursor does: ~0.5 s at 1M keys).
+      auto estimate = conn_.exec(
+          "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'frontdoor_keys'::regclass",
+          pg::in(kQueryTimeout));
+      if (estimate.rows() == 1)
+        keys.reserve(static_cast<std::size_t>(std::min<std::int64_t>(to_i64(estimate.text(0, 0)), 50'000'000)));
       conn_.exec(std::string("DECLARE frontdoor_load NO SCROLL CURSOR FOR ") + kSelectKeys, pg::in(kQueryTimeout));
       const std::string fetch = "FETCH FORWARD " + std::to_string(kFetchRows) + " FROM frontdoor_load";
       for (;;) {
