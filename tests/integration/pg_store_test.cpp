@@ -1,6 +1,7 @@
 // The PostgreSQL key store (SPEC §3.1) through its own interface, against a
 // real PostgreSQL 15: schema, writes, the change feed (with a transaction
-// held open while others commit), bad rows, usage, outages, secrets.
+// held open while others commit), bad rows, usage, outages, secrets; and
+// TLS to the database with libpq's sslmode (PgStoreTlsTest).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include "frontdoor/auth/store.hpp"
 #include "frontdoor/auth/token.hpp"
 #include "support/pg_server.hpp"
+#include "support/proxy_test_base.hpp"
 
 namespace frontdoor::test {
 namespace {
@@ -550,6 +552,235 @@ TEST_F(PgStoreTest, AFlushWithAnIdTwiceAddsBothAndADeletedKeysUsageGoes) {
   ASSERT_EQ(t->count("key_d"), 1u);
   EXPECT_EQ(t->at("key_d").requests_total, 6u) << "the old key's 3 must go with it";
   EXPECT_EQ(t->at("key_d").last_used_at, 1800000020);
+}
+
+// ---------------------------------------------------------------------------
+// TLS to the database: keys.store passes libpq's sslmode and sslrootcert
+// through as they are. The server (PgServer::Options::tls) has a certificate
+// for 127.0.0.1 signed by a CA of its own, and takes TCP only over TLS.
+
+class PgStoreTlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = new PgServer(PgServer::Options{.tls = true});
+    std::string err;
+    if (!server_->start(&err) ||
+        !write_self_signed_ca(server_->dir() + "/other-ca.crt", "another test CA", &err)) {
+      start_error_ = err;
+      delete server_;
+      server_ = nullptr;
+    }
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr) << start_error_;
+    static int n = 0;
+    db_ = "tls_test_" + std::to_string(++n);
+    std::string err;
+    ASSERT_TRUE(server_->superuser_exec("CREATE DATABASE " + db_ + " OWNER frontdoor", &err)) << err;
+  }
+
+  PgServer& pg() { return *server_; }
+  const std::string& password() const { return server_->password(); }
+  // The store's URI for this test's database (with the password) and libpq
+  // parameters `query`.
+  std::string uri(const std::string& query) const {
+    std::string u = server_->uri_with_password();
+    return u.substr(0, u.rfind('/') + 1) + db_ + "?" + query;
+  }
+  std::string verify_full() const { return uri("sslmode=verify-full&sslrootcert=" + server_->ca_file()); }
+  std::string other_ca() const { return server_->dir() + "/other-ca.crt"; }
+  static Key key(const std::string& id, const std::string& token) {
+    Key k;
+    k.id = id;
+    k.name = "n-" + id;
+    k.hash = auth::sha256(token);
+    k.prefix = token.substr(0, 8);
+    k.created_at = 1700000000;
+    k.endpoints = {{"ep1", auth::Access::read_write}};
+    return k;
+  }
+
+  // frontdoor's connections to this test's database (application_name
+  // 'frontdoor'), as the server sees them: one row per connection, "t" when
+  // it is TLS, then the protocol version.
+  PgRows frontdoor_connections() {
+    PgSession su = server_->session(PgRole::kSuperuser);
+    std::string err;
+    auto rows = su.ok() ? su.query("SELECT s.ssl, coalesce(s.version, '') FROM pg_stat_activity a "
+                                   "JOIN pg_stat_ssl s ON s.pid = a.pid WHERE a.application_name = "
+                                   "'frontdoor' AND a.datname = '" + db_ + "'",
+                                   &err)
+                        : std::nullopt;
+    EXPECT_TRUE(rows) << (su.ok() ? err : su.error());
+    return rows ? *rows : PgRows{};
+  }
+
+  // The StoreError that migrate, then open + load, end in with `u`; both
+  // must fail. Checks that neither message holds the password.
+  std::vector<std::string> refusals(const std::string& u) {
+    std::vector<std::string> messages;
+    try {
+      auth::migrate_pg_store(u);
+      ADD_FAILURE() << "migrated " << auth::shown_store(u);
+    } catch (const auth::StoreError& e) {
+      messages.emplace_back(e.what());
+    }
+    try {
+      auto store = auth::open_pg_store(u);  // a store it cannot reach comes back unconnected
+      store->load();
+      ADD_FAILURE() << "loaded " << auth::shown_store(u);
+    } catch (const auth::StoreError& e) {
+      messages.emplace_back(e.what());
+    }
+    for (const auto& m : messages) EXPECT_EQ(m.find(password()), std::string::npos) << m;
+    return messages;
+  }
+
+  static PgServer* server_;
+  static std::string start_error_;
+  std::string db_;
+};
+
+PgServer* PgStoreTlsTest::server_ = nullptr;
+std::string PgStoreTlsTest::start_error_;
+
+// verify-full with the CA that signed the server's certificate: migrate,
+// open, write, load, the feed; and every connection frontdoor holds to the
+// database is TLS, as the server itself reports (pg_stat_ssl).
+TEST_F(PgStoreTlsTest, VerifyFullWithTheServersCaWorksAndEveryConnectionIsTls) {
+  // The helper first, independently of the store: the server speaks TLS,
+  // and libpq verifies its certificate for 127.0.0.1.
+  PgSession direct(verify_full());
+  ASSERT_TRUE(direct.ok()) << direct.error();
+  auto own = direct.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+  ASSERT_TRUE(own && own->size() == 1) << direct.error();
+  EXPECT_EQ((*own)[0][0], "t");
+  direct.close();
+
+  EXPECT_NE(auth::migrate_pg_store(verify_full()).find("created"), std::string::npos);
+  auto store = auth::open_pg_store(verify_full());
+  EXPECT_EQ(store->path().find(password()), std::string::npos) << store->path();
+  ASSERT_TRUE(store->load().empty());
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0;
+  store->watch([&] {
+    std::lock_guard lock(mu);
+    ++calls;
+    cv.notify_all();
+  });
+  const std::string token = auth::generate_token();
+  store->create(key("key_tls", token));
+  {
+    std::unique_lock lock(mu);  // the listener (a connection of its own) heard the commit
+    EXPECT_TRUE(cv.wait_for(lock, 5s, [&] { return calls >= 1; }));
+  }
+  auto c = store->changes();
+  ASSERT_TRUE(c);
+  auto keys = auth::open_pg_store(verify_full())->load();
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_TRUE(auth::digest_equal(keys[0].hash, auth::sha256(token)));
+  EXPECT_TRUE(store->status().reachable);
+
+  const PgRows conns = frontdoor_connections();
+  EXPECT_GE(conns.size(), 2u) << "the store's connection and its listener's";
+  for (const auto& row : conns) {
+    EXPECT_EQ(row[0], "t") << "a frontdoor connection without TLS";
+    EXPECT_EQ(row[1].rfind("TLSv1.", 0), 0u) << row[1];
+  }
+  store->stop_watch();
+}
+
+// sslmode as libpq has it: verify-ca checks the chain only, verify-full the
+// name too. Here libpq connects to 127.0.0.1 (hostaddr) but checks the
+// certificate against another name (host).
+TEST_F(PgStoreTlsTest, VerifyCaChecksTheChainAndVerifyFullAlsoTheName) {
+  const std::string elsewhere = "&host=db.elsewhere.test&hostaddr=127.0.0.1";
+  ASSERT_NO_THROW(auth::migrate_pg_store(verify_full()));
+  auto store = auth::open_pg_store(uri("sslmode=verify-ca&sslrootcert=" + pg().ca_file() + elsewhere));
+  EXPECT_TRUE(store->load().empty());
+  EXPECT_TRUE(store->status().reachable);
+  const PgRows conns = frontdoor_connections();
+  ASSERT_EQ(conns.size(), 1u);
+  EXPECT_EQ(conns[0][0], "t");
+
+  for (const auto& m : refusals(uri("sslmode=verify-full&sslrootcert=" + pg().ca_file() + elsewhere))) {
+    EXPECT_NE(m.find("does not match host name \"db.elsewhere.test\""), std::string::npos) << m;
+  }
+}
+
+// sslmode=disable: the server takes TCP only over TLS and refuses the
+// connection before authentication; a configuration error, without the
+// password.
+TEST_F(PgStoreTlsTest, SslmodeDisableIsRefusedByTheServerWithoutThePassword) {
+  const auto messages = refusals(uri("sslmode=disable"));
+  ASSERT_EQ(messages.size(), 2u);
+  for (const auto& m : messages) {
+    EXPECT_NE(m.find("no pg_hba.conf entry"), std::string::npos) << m;
+    EXPECT_NE(m.find("no encryption"), std::string::npos) << m;
+    EXPECT_NE(m.find("127.0.0.1"), std::string::npos) << m;
+  }
+  EXPECT_TRUE(frontdoor_connections().empty());
+}
+
+// verify-full with a CA that did not sign the server's certificate, or a CA
+// file that is not there: refused, the message names the certificate
+// problem, without the password.
+TEST_F(PgStoreTlsTest, VerifyFullWithAnotherCaIsRefusedNamingTheCertificateProblem) {
+  auto messages = refusals(uri("sslmode=verify-full&sslrootcert=" + other_ca()));
+  ASSERT_EQ(messages.size(), 2u);
+  for (const auto& m : messages) EXPECT_NE(m.find("certificate verify failed"), std::string::npos) << m;
+  auto store = auth::open_pg_store(uri("sslmode=verify-full&sslrootcert=" + other_ca()));
+  EXPECT_THROW(store->load(), auth::StoreUnavailable);
+  EXPECT_FALSE(store->status().reachable);
+
+  const std::string missing = pg().dir() + "/no-such-ca.crt";
+  messages = refusals(uri("sslmode=verify-full&sslrootcert=" + missing));
+  ASSERT_EQ(messages.size(), 2u);
+  for (const auto& m : messages) {
+    EXPECT_NE(m.find("root certificate file"), std::string::npos) << m;
+    EXPECT_NE(m.find(missing), std::string::npos) << m;
+  }
+  EXPECT_TRUE(frontdoor_connections().empty());
+}
+
+// The server end to end: a replica whose keys.store is a verify-full URI
+// serves a key written into the database by an outside writer, over TLS,
+// and shows the password nowhere.
+TEST_F(PgStoreTlsTest, AReplicaOnAVerifyFullUriServesAKey) {
+  ASSERT_NO_THROW(auth::migrate_pg_store(verify_full()));
+  const std::string token = fresh_rpa_token();
+  {
+    PgSession s(server_->socket_conninfo(PgRole::kOwner, db_));
+    std::string err;
+    ASSERT_TRUE(s.ok() && s.exec("INSERT INTO frontdoor_keys (id, name, hash, prefix, endpoints) VALUES "
+                                 "('key_tls', 'n', '" + stored_hash(token) + "', '" + token.substr(0, 8) +
+                                     "', '{\"*\": \"none\", \"ep1\": \"read_write\"}')",
+                                 &err))
+        << (s.ok() ? err : s.error());
+  }
+  FakeWorker worker;
+  ASSERT_TRUE(worker.ok());
+  ProxyHarness h;
+  h.config().key_store = verify_full();
+  h.add_endpoint({.id = "ep1", .workers = {worker.url()}});
+  ASSERT_TRUE(h.start()) << h.error();
+  const auto r = h.request("GET", "/ep1/generate", {{"Host", "client.test"}, bearer(token)});
+  EXPECT_EQ(r.status, 200) << r.raw.substr(0, 1000);
+  const auto bad = h.request("GET", "/ep1/generate", {{"Host", "client.test"}, bearer(fresh_rpa_token())});
+  EXPECT_EQ(bad.status, 401);
+
+  const PgRows conns = frontdoor_connections();
+  EXPECT_FALSE(conns.empty());
+  for (const auto& row : conns) EXPECT_EQ(row[0], "t") << "a frontdoor connection without TLS";
+  EXPECT_TRUE(h.stop_and_check());
+  EXPECT_EQ(h.stderr_text().find(password()), std::string::npos);
+  EXPECT_EQ(h.stdout_text().find(password()), std::string::npos);
 }
 
 }  // namespace

@@ -1,8 +1,15 @@
 #include "support/pg_server.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -19,6 +26,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -165,7 +173,114 @@ bool searchable_by(const fs::path& base, uid_t uid, gid_t gid) {
   return true;
 }
 
+// --- certificates (OpenSSL 3), for Options::tls
+
+using KeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+using CertPtr = std::unique_ptr<X509, decltype(&X509_free)>;
+
+std::string openssl_error(const std::string& what) {
+  std::string out = what;
+  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out += std::string(out == what ? ": " : "; ") + buf;
+  }
+  return out;
+}
+
+KeyPtr new_p256_key() { return KeyPtr(EVP_EC_gen("P-256"), &EVP_PKEY_free); }
+
+bool add_extension(X509* cert, X509V3_CTX* ctx, int nid, const char* value) {
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, ctx, nid, value);
+  if (!ext) return false;
+  const bool ok = X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+// A certificate for `key`, valid from an hour ago for two days: a CA's
+// (self-signed when `issuer` is null) or a TLS server's for 127.0.0.1 and
+// localhost, signed by `issuer` with `issuer_key`.
+CertPtr make_cert(EVP_PKEY* key, const std::string& common_name, bool ca, X509* issuer,
+                  EVP_PKEY* issuer_key, std::string* error) {
+  CertPtr cert(X509_new(), &X509_free);
+  auto failed = [&](const std::string& what) {
+    *error = openssl_error("certificate " + common_name + ": " + what);
+    return CertPtr(nullptr, &X509_free);
+  };
+  if (!cert) return failed("X509_new");
+  unsigned char serial[8];
+  if (RAND_bytes(serial, sizeof serial) != 1) return failed("RAND_bytes");
+  serial[0] &= 0x7f;  // positive
+  std::uint64_t serial_number = 0;
+  for (unsigned char b : serial) serial_number = (serial_number << 8) | b;
+  X509* x = cert.get();
+  X509_NAME* name = X509_get_subject_name(x);
+  if (X509_set_version(x, X509_VERSION_3) != 1 ||
+      ASN1_INTEGER_set_uint64(X509_get_serialNumber(x), serial_number) != 1 ||
+      !X509_gmtime_adj(X509_getm_notBefore(x), -3600) ||
+      !X509_gmtime_adj(X509_getm_notAfter(x), 2 * 24 * 3600) || X509_set_pubkey(x, key) != 1 ||
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                 reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
+                                 -1, 0) != 1 ||
+      X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name) != 1)
+    return failed("setting its fields");
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer ? issuer : x, x, nullptr, nullptr, 0);
+  const bool extended =
+      ca ? add_extension(x, &ctx, NID_basic_constraints, "critical,CA:TRUE") &&
+               add_extension(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign") &&
+               add_extension(x, &ctx, NID_subject_key_identifier, "hash") &&
+               add_extension(x, &ctx, NID_authority_key_identifier, "keyid:always")
+         : add_extension(x, &ctx, NID_basic_constraints, "critical,CA:FALSE") &&
+               add_extension(x, &ctx, NID_key_usage, "critical,digitalSignature") &&
+               add_extension(x, &ctx, NID_ext_key_usage, "serverAuth") &&
+               add_extension(x, &ctx, NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost") &&
+               add_extension(x, &ctx, NID_subject_key_identifier, "hash") &&
+               add_extension(x, &ctx, NID_authority_key_identifier, "keyid:always");
+  if (!extended) return failed("adding its extensions");
+  if (X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) <= 0) return failed("signing");
+  return cert;
+}
+
+// Creates `path` (which must not exist yet) with `mode` and writes PEM into it.
+bool write_pem(const std::string& path, mode_t mode, X509* cert, EVP_PKEY* key,
+               std::string* error) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) {
+    *error = "create " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  FILE* f = ::fdopen(fd, "w");
+  if (!f) {
+    *error = "fdopen " + path + ": " + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  const bool written = cert ? PEM_write_X509(f, cert) == 1
+                            : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  const bool closed = std::fclose(f) == 0;
+  if (!written || !closed) {
+    *error = openssl_error("writing " + path);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+bool write_self_signed_ca(const std::string& cert_file, const std::string& common_name,
+                          std::string* error) {
+  std::string e;
+  KeyPtr key = new_p256_key();
+  if (!key) e = openssl_error("P-256 key");
+  CertPtr cert = key ? make_cert(key.get(), common_name, true, nullptr, nullptr, &e)
+                     : CertPtr(nullptr, &X509_free);
+  if (cert && write_pem(cert_file, 0644, cert.get(), nullptr, &e)) return true;
+  if (error) *error = e;
+  return false;
+}
 
 // ---------------------------------------------------------------- PgSession
 
@@ -382,6 +497,49 @@ bool PgServer::run_initdb() {
   return true;
 }
 
+bool PgServer::setup_tls() {
+  // tls/, like everything here, belongs to the server's user; only the key
+  // is private (the CA certificate is for clients to read).
+  const std::string dir = tls_dir();
+  if (::mkdir(dir.c_str(), 0755) != 0)
+    return fail("mkdir " + dir + ": " + std::strerror(errno), nullptr);
+  std::string e;
+  KeyPtr ca_key = new_p256_key();
+  KeyPtr server_key = new_p256_key();
+  if (!ca_key || !server_key) return fail(openssl_error("P-256 key"), nullptr);
+  CertPtr ca = make_cert(ca_key.get(), "frontdoor test CA " + random_hex(4), true, nullptr,
+                         nullptr, &e);
+  if (!ca) return fail(e, nullptr);
+  CertPtr server = make_cert(server_key.get(), "localhost", false, ca.get(), ca_key.get(), &e);
+  if (!server) return fail(e, nullptr);
+  const std::string key_file = dir + "/server.key";
+  const std::string cert_file = dir + "/server.crt";
+  // PostgreSQL refuses a key file that its owner's group or others may read
+  // ("has group or world access"), and one it does not own unless root does.
+  if (!write_pem(ca_file(), 0644, ca.get(), nullptr, &e) ||
+      !write_pem(cert_file, 0644, server.get(), nullptr, &e) ||
+      !write_pem(key_file, 0600, nullptr, server_key.get(), &e))
+    return fail(e, nullptr);
+  if (as_root_) {
+    for (const std::string& f : {dir, ca_file(), cert_file, key_file})
+      if (::chown(f.c_str(), server_uid_, server_gid_) != 0)
+        return fail("chown " + f + ": " + std::strerror(errno), nullptr);
+  }
+
+  // TCP only over TLS: a plain connection matches no line and is refused
+  // before authentication.
+  const std::string hba = data_dir() + "/pg_hba.conf";
+  std::ofstream f(hba, std::ios::trunc);
+  f << "# PgServer with Options::tls: the helpers' Unix socket trusts everyone;\n"
+       "# TCP must be TLS, then SCRAM-SHA-256.\n"
+       "local all all trust\n"
+       "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+       "hostssl all all ::1/128 scram-sha-256\n";
+  f.close();
+  if (!f) return fail("cannot write " + hba, nullptr);
+  return true;
+}
+
 bool PgServer::spawn_postmaster(bool* bind_failed) {
   *bind_failed = false;
   const std::string log_dir = dir_ + "/log-" + std::to_string(++spawns_);
@@ -411,6 +569,13 @@ bool PgServer::spawn_postmaster(bool* bind_failed) {
                                    "shared_buffers=32MB",
                                    "-c",
                                    "lc_messages=C"};
+  if (options_.tls) {
+    for (std::string setting : {std::string("ssl=on"), "ssl_cert_file=" + tls_dir() + "/server.crt",
+                                "ssl_key_file=" + tls_dir() + "/server.key"}) {
+      argv.push_back("-c");
+      argv.push_back(std::move(setting));
+    }
+  }
   if (!postmaster_.spawn(as_server_user(std::move(argv)), log_dir))
     return fail("postgres: " + postmaster_.error(), nullptr);
   postmaster_pid_ = postmaster_.pid();
@@ -464,7 +629,7 @@ bool PgServer::start(std::string* error) {
   started_ = true;
   password_ = "pw-" + random_hex(16);
   superuser_password_ = "su-" + random_hex(16);
-  if (!make_dir() || !run_initdb()) return fail(error_, error);
+  if (!make_dir() || !run_initdb() || (options_.tls && !setup_tls())) return fail(error_, error);
 
   for (int attempt = 1;; ++attempt) {
     const auto port = ephemeral_port();

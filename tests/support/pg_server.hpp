@@ -23,6 +23,18 @@
 // execs in place, so the PID we spawn is the postmaster's; the directory is
 // chowned to that user.
 //
+// With Options{.tls = true} the server speaks TLS: start() makes a
+// self-signed CA and a server certificate for 127.0.0.1 and localhost (key
+// 0600, owned by the server's user, as PostgreSQL requires) in tls/, starts
+// postgres with ssl=on, and pg_hba.conf accepts TCP only over TLS (hostssl):
+// a client with sslmode=disable is refused ("no pg_hba.conf entry ... no
+// encryption"). The store's URI then takes libpq's parameters as they are:
+//
+//   PgServer pg(PgServer::Options{.tls = true});
+//   ASSERT_TRUE(pg.start(&err)) << err;
+//   auth::open_pg_store(pg.uri_with_password() +
+//                       "?sslmode=verify-full&sslrootcert=" + pg.ca_file());
+//
 // Every wait is bounded. Processes are signalled by PID only. Not
 // thread-safe: use a PgServer (and each PgSession) from one thread.
 #include <sys/types.h>
@@ -87,9 +99,21 @@ class PgSession {
   std::chrono::milliseconds timeout_;
 };
 
+// Writes a new self-signed CA certificate (PEM, a P-256 key of its own that
+// is thrown away) to `cert_file`, common name `common_name`: a CA that
+// signed no server's certificate, for a client that must refuse the server.
+bool write_self_signed_ca(const std::string& cert_file, const std::string& common_name,
+                          std::string* error = nullptr);
+
 class PgServer {
  public:
+  struct Options {
+    // TLS on TCP (see above); the Unix socket the helpers use stays plain.
+    bool tls = false;
+  };
+
   PgServer() = default;  // does nothing: start() does the work
+  explicit PgServer(Options options) : options_(options) {}
   // stop() (after resume() if paused), then removes dir() unless the
   // environment variable FD_KEEP_TMP is set.
   ~PgServer();
@@ -130,11 +154,17 @@ class PgServer {
   // The password of superuser "postgres" (the helpers here never need it).
   const std::string& superuser_password() const noexcept { return superuser_password_; }
   std::uint16_t port() const noexcept { return port_; }
+  // With Options::tls: the CA certificate that signed the server's (PEM),
+  // for libpq's sslrootcert; "" without TLS.
+  std::string ca_file() const { return options_.tls && !dir_.empty() ? tls_dir() + "/ca.crt" : ""; }
+  bool tls() const noexcept { return options_.tls; }
   // The temporary directory: data/ (the cluster), sock/ (the private Unix
-  // socket), log-N/ (the postmaster's stdout and stderr of its N-th start).
+  // socket), log-N/ (the postmaster's stdout and stderr of its N-th start),
+  // tls/ (with Options::tls: ca.crt, server.crt, server.key).
   const std::string& dir() const noexcept { return dir_; }
   std::string data_dir() const { return dir_ + "/data"; }
   std::string socket_dir() const { return dir_ + "/sock"; }
+  std::string tls_dir() const { return dir_ + "/tls"; }
   pid_t postmaster_pid() const noexcept { return postmaster_pid_; }
   // The postmaster's children now (read from /proc/*/stat).
   std::vector<pid_t> child_pids() const;
@@ -163,11 +193,14 @@ class PgServer {
   std::vector<std::string> as_server_user(std::vector<std::string> argv) const;
   bool make_dir();
   bool run_initdb();
+  // Options::tls: the certificates in tls/ and a pg_hba.conf of hostssl only.
+  bool setup_tls();
   // Spawns the postmaster on port_ and waits until it accepts connections.
   // *bind_failed tells a "could not bind" failure apart.
   bool spawn_postmaster(bool* bind_failed);
   void save_log();
 
+  Options options_;
   std::string dir_;
   std::string password_;
   std::string superuser_password_;
