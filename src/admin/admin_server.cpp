@@ -441,7 +441,8 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
       // after kStoreWriteBudget, so a 503 means it was not made.
       std::optional<ApiResponse> api;
       const bool change = method != "GET" && method != "HEAD";
-      if (change && std::chrono::steady_clock::now() - posted > kStoreCallDeadline - kStoreWriteBudget)
+      // (and 500 ms for publishing it and answering).
+      if (change && std::chrono::steady_clock::now() - posted > kStoreCallDeadline - kStoreWriteBudget - std::chrono::milliseconds(500))
         api = ApiResponse{503, {}, {}, core::Reason::key_store_unavailable};
       else
         api = handle_keys_api(method, path, query, body, *self->hooks_.registry, self->hooks_.reload);

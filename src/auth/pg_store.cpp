@@ -131,9 +131,11 @@ CREATE TABLE IF NOT EXISTS frontdoor_feed_pruned (
   txid bigint NOT NULL
 );
 -- SECURITY DEFINER: an outside writer allowed only on frontdoor_keys still
--- records its changes; the search_path is the one of `keys migrate`.
+-- records its changes. Its search_path (set below) is the schema of `keys
+-- migrate` and then pg_temp, named last: a writer's temporary table can
+-- never stand in for frontdoor's tables.
 CREATE OR REPLACE FUNCTION frontdoor_key_changed() RETURNS trigger LANGUAGE plpgsql
-SECURITY DEFINER SET search_path FROM CURRENT AS $$
+SECURITY DEFINER AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     INSERT INTO frontdoor_key_changes (key_id) VALUES ('*');
@@ -161,6 +163,9 @@ CREATE TRIGGER frontdoor_keys_truncated AFTER TRUNCATE ON frontdoor_keys
 -- logical replication): no change may go unrecorded.
 ALTER TABLE frontdoor_keys ENABLE ALWAYS TRIGGER frontdoor_keys_changed;
 ALTER TABLE frontdoor_keys ENABLE ALWAYS TRIGGER frontdoor_keys_truncated;
+DO $$ BEGIN
+  EXECUTE format('ALTER FUNCTION frontdoor_key_changed() SET search_path = %I, pg_temp', current_schema());
+END $$;
 )sql";
 
 // Whole keys, with their usage, in the order parse_key reads them.
@@ -180,7 +185,9 @@ constexpr const char* kSnapshotXmin = "SELECT txid_snapshot_xmin(txid_current_sn
 // The same, and how far the change log has been pruned.
 constexpr const char* kFeedPosition =
     "SELECT txid_snapshot_xmin(txid_current_snapshot()), "
-    "coalesce((SELECT txid FROM frontdoor_feed_pruned WHERE one = 1), 0)";
+    // (a watermark from another cluster, restored from a dump, is ignored)
+    "coalesce((SELECT txid FROM frontdoor_feed_pruned WHERE one = 1 "
+    "AND txid < txid_snapshot_xmax(txid_current_snapshot())), 0)";
 
 std::int64_t to_i64(std::string_view s) {
   std::int64_t v = 0;
@@ -386,7 +393,8 @@ class PgKeyStore final : public KeyStore {
   std::vector<Key> load() override {
     return feed_guarded([&] {
       std::vector<Key> keys;
-      Transaction tx(conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      // Each FETCH of a large table may take longer than the session's 10 s.
+      Transaction tx(conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = 30000");
       // The transaction's snapshot: every transaction below its xmin is in
       // what the cursor reads.
       const std::int64_t horizon = to_i64(conn_.exec(kSnapshotXmin, pg::in(kQueryTimeout)).text(0, 0));

@@ -193,6 +193,7 @@ class Server {
     signals_.clear();
     std::signal(SIGTERM, [](int) { ::_exit(1); });
     std::signal(SIGINT, [](int) { ::_exit(1); });
+    std::signal(SIGHUP, SIG_IGN);  // clear() gave it back its default: to die
     // The last usage is written before exit so that it survives a restart
     // (a database that is down costs at most one connect timeout here).
     store_guard_.reset();

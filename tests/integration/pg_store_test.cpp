@@ -494,6 +494,22 @@ TEST_F(PgStoreTest, AFailedPruneLosesNoChange) {
   EXPECT_FALSE(c->upserted[0].enabled);
 }
 
+// The trigger runs as its owner (SECURITY DEFINER): a writer's temporary
+// table named like frontdoor's must not catch the change record.
+TEST_F(PgStoreTest, AWritersTemporaryTableCannotHideAChange) {
+  migrate();
+  ASSERT_TRUE(sql(insert_sql("key_t", "tok-t")));
+  auto store = auth::open_pg_store(uri());
+  store->load();
+  ASSERT_TRUE(sql("CREATE TEMP TABLE frontdoor_key_changes (seq bigserial, txid bigint DEFAULT 0, key_id text, "
+                  "at timestamptz DEFAULT now()); "
+                  "UPDATE frontdoor_keys SET enabled = false WHERE id = 'key_t'"));
+  auto c = store->changes();
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->upserted.size(), 1u) << "the change went to the writer's temporary table";
+  EXPECT_FALSE(c->upserted[0].enabled);
+}
+
 // Rows pruned that this replica may not have read (it was behind a
 // transaction older than the prune age): it loads everything.
 TEST_F(PgStoreTest, ALogPrunedPastThePositionMeansAFullLoad) {
@@ -503,7 +519,11 @@ TEST_F(PgStoreTest, ALogPrunedPastThePositionMeansAFullLoad) {
   store->load();
   ASSERT_TRUE(store->changes());
   // Another replica pruned rows up to a txid this one has not passed.
+  // A watermark from another cluster (restored from a dump: beyond every
+  // txid here) is ignored, not a load at every poll.
   ASSERT_TRUE(sql("INSERT INTO frontdoor_feed_pruned (one, txid) VALUES (1, txid_current() + 1000)"));
+  EXPECT_TRUE(store->changes());
+  ASSERT_TRUE(sql("UPDATE frontdoor_feed_pruned SET txid = txid_current()"));
   EXPECT_FALSE(store->changes());
   ASSERT_TRUE(sql("UPDATE frontdoor_feed_pruned SET txid = 1"));
   store->load();
