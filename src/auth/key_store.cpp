@@ -671,9 +671,14 @@ std::string to_yaml(const std::vector<Key>& keys) {
       }
     }
     if (k.rate_limit) {
-      out += "    rate_limit: { rps: ";
-      append_number(out, k.rate_limit->rps);
-      out += ", burst: " + std::to_string(k.rate_limit->burst);
+      // rps is absent, not 0, on a limit of only max_concurrent: 0 is no rps.
+      out += "    rate_limit: { ";
+      if (k.rate_limit->rps > 0) {
+        out += "rps: ";
+        append_number(out, k.rate_limit->rps);
+        out += ", ";
+      }
+      out += "burst: " + std::to_string(k.rate_limit->burst);
       out += ", max_concurrent: " + std::to_string(k.rate_limit->max_concurrent) + " }\n";
     }
     if (k.requests_total > 0)
