@@ -436,16 +436,12 @@ class AdminSession : public std::enable_shared_from_this<AdminSession<Stream>> {
                               query = std::string(query), body = req_.body(),
                               posted = std::chrono::steady_clock::now()]() mutable {
       // On the store thread: hooks_ is const and outlives the store thread.
-      // A change that waited behind slow store work starts only if it can
-      // end before the 503 at the deadline: a store gives a change up
-      // after kStoreWriteBudget, so a 503 means it was not made.
-      std::optional<ApiResponse> api;
-      const bool change = method != "GET" && method != "HEAD";
-      // (and 500 ms for publishing it and answering).
-      if (change && std::chrono::steady_clock::now() - posted > kStoreCallDeadline - kStoreWriteBudget - std::chrono::milliseconds(500))
-        api = ApiResponse{503, {}, {}, core::Reason::key_store_unavailable};
-      else
-        api = handle_keys_api(method, path, query, body, *self->hooks_.registry, self->hooks_.reload);
+      // A change that waited behind slow store work too long to end before
+      // the 503 at the deadline is not started: a 503 means "not made".
+      const bool too_late = method != "GET" && method != "HEAD" &&
+                            std::chrono::steady_clock::now() - posted > kLatestChangeStart;
+      auto api = too_late ? std::optional(ApiResponse{503, {}, {}, core::Reason::key_store_unavailable})
+                          : handle_keys_api(method, path, query, body, *self->hooks_.registry, self->hooks_.reload);
       asio::post(back, [self = std::move(self), call, api = std::move(api)]() mutable {
         self->on_store_answer(call, std::move(api));
       });

@@ -82,7 +82,7 @@ Key with_usage(const Key& k) {
 // flush are the truth. Best effort: without the database the snapshot's
 // counts stand. The caller holds the registry's mutex (flushed_requests).
 void with_fleet_usage(KeyStore& store, const KeySet& set, std::vector<Key>& keys) {
-  if (keys.empty() || !store.status().remote) return;
+  if (keys.empty()) return;
   std::vector<std::string> ids;
   ids.reserve(keys.size());
   for (const Key& k : keys) ids.push_back(k.id);
@@ -92,7 +92,7 @@ void with_fleet_usage(KeyStore& store, const KeySet& set, std::vector<Key>& keys
   } catch (const StoreError&) {
     return;
   }
-  if (!totals) return;
+  if (!totals) return;  // a file store: the snapshot holds every count
   for (Key& v : keys) {
     auto it = totals->find(v.id);
     if (it == totals->end()) continue;

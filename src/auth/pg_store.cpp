@@ -490,9 +490,7 @@ class PgKeyStore final : public KeyStore {
   }
 
   void create(const Key& key) override {
-    const Deadline deadline = pg::in(kWriteTimeout);
-    guarded([&] {
-      Transaction tx(conn_, kBeginWrite, deadline);
+    change([&](Deadline deadline) {
       try {
         conn_.exec(
             "INSERT INTO frontdoor_keys (id, name, hash, prefix, enabled, created_at, expires_at, management, "
@@ -505,15 +503,12 @@ class PgKeyStore final : public KeyStore {
           throw DuplicateKeyId(shown_ + ": key " + key.id + " already exists");
         throw StoreError(shown_ + ": key " + key.id + " has the same token (hash) as another key");
       }
-      tx.commit(deadline);
       return 0;
-    }, deadline);
+    });
   }
 
   std::optional<Key> update(const std::string& id, const std::function<void(Key&)>& edit) override {
-    const Deadline deadline = pg::in(kWriteTimeout);
-    return guarded([&]() -> std::optional<Key> {
-      Transaction tx(conn_, kBeginWrite, deadline);
+    return change([&](Deadline deadline) -> std::optional<Key> {
       auto r = conn_.exec(std::string(kSelectKeys) + " WHERE k.id = $1 FOR UPDATE OF k", {id}, deadline);
       if (r.rows() == 0) return std::nullopt;
       std::string problem;
@@ -531,19 +526,14 @@ class PgKeyStore final : public KeyStore {
         if (e.sqlstate != "23505") throw;
         throw StoreError(shown_ + ": key " + id + ": another key has the same token (hash)");
       }
-      tx.commit(deadline);
       return k;
-    }, deadline);
+    });
   }
 
   bool remove(const std::string& id) override {
-    const Deadline deadline = pg::in(kWriteTimeout);
-    return guarded([&] {
-      Transaction tx(conn_, kBeginWrite, deadline);
-      const bool found = conn_.exec("DELETE FROM frontdoor_keys WHERE id = $1", {id}, deadline).affected() > 0;
-      tx.commit(deadline);
-      return found;
-    }, deadline);
+    return change([&](Deadline deadline) {
+      return conn_.exec("DELETE FROM frontdoor_keys WHERE id = $1", {id}, deadline).affected() > 0;
+    });
   }
 
   void flush_usage(const std::vector<KeyUsage>& usage) override {
@@ -570,12 +560,10 @@ class PgKeyStore final : public KeyStore {
     if (ids.empty()) return;
     used += '}';
     added += '}';
-    const Deadline deadline = pg::in(kWriteTimeout);
-    guarded([&] {
+    change([&](Deadline deadline) {
       // One statement for the batch; a key deleted meanwhile gets no row.
-      // In a transaction of its own: a flush that timed out is rolled back,
-      // not applied later and then sent again (counted twice).
-      Transaction tx(conn_, kBeginWrite, deadline);
+      // A change of its own: a flush that timed out is rolled back, not
+      // applied later and then sent again (counted twice).
       conn_.exec(
           "INSERT INTO frontdoor_key_usage AS u (id, last_used_at, requests_total) "
           "SELECT x.id, to_timestamp(x.used), x.added "
@@ -584,9 +572,8 @@ class PgKeyStore final : public KeyStore {
           "ON CONFLICT (id) DO UPDATE SET requests_total = u.requests_total + excluded.requests_total, "
           "last_used_at = greatest(u.last_used_at, excluded.last_used_at)",
           {text_array(ids), used, added}, deadline);
-      tx.commit(deadline);
       return 0;
-    }, deadline);
+    });
   }
 
   std::optional<std::unordered_map<std::string, UsageTotal>> usage(const std::vector<std::string>& ids) override {
@@ -707,6 +694,22 @@ class PgKeyStore final : public KeyStore {
       down(e.what());
       throw;
     }
+  }
+
+  // One change: `f(deadline)` in a transaction that the server gives up in
+  // time (kBeginWrite), all under one deadline that a reconnection counts
+  // against too; committed when `f` returns, rolled back when it throws.
+  template <typename F>
+  auto change(F&& f) -> decltype(f(Deadline{})) {
+    const Deadline deadline = pg::in(kWriteTimeout);
+    return guarded(
+        [&] {
+          Transaction tx(conn_, kBeginWrite, deadline);
+          auto result = f(deadline);
+          tx.commit(deadline);
+          return result;
+        },
+        deadline);
   }
 
   // Reading the keys: an error that is not an outage (a row the query

@@ -21,13 +21,27 @@ namespace {
 using namespace std::chrono_literals;
 using auth::Key;
 
-// One server for the suite; each test gets a database of its own.
-class PgStoreTest : public ::testing::Test {
+Key key(const std::string& id, const std::string& token) {
+  Key k;
+  k.id = id;
+  k.name = "n-" + id;
+  k.hash = auth::sha256(token);
+  k.prefix = token.substr(0, 8);
+  k.created_at = 1700000000;
+  k.endpoints = {{"ep1", auth::Access::read_write}};
+  return k;
+}
+
+// One server for a suite (with TLS or without); each test gets a database
+// of its own.
+template <bool kTls>
+class PgSuite : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new PgServer();
+    server_ = new PgServer(PgServer::Options{.tls = kTls});
     std::string err;
-    if (!server_->start(&err)) {
+    if (!server_->start(&err) ||
+        (kTls && !write_self_signed_ca(server_->dir() + "/other-ca.crt", "another test CA", &err))) {
       start_error_ = err;
       delete server_;
       server_ = nullptr;
@@ -41,12 +55,20 @@ class PgStoreTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_NE(server_, nullptr) << start_error_;
     static int n = 0;
-    db_ = "store_test_" + std::to_string(++n);
+    db_ = std::string(kTls ? "tls_test_" : "store_test_") + std::to_string(++n);
     std::string err;
     ASSERT_TRUE(server_->superuser_exec("CREATE DATABASE " + db_ + " OWNER frontdoor", &err)) << err;
   }
 
   PgServer& pg() { return *server_; }
+
+  static inline PgServer* server_ = nullptr;
+  static inline std::string start_error_;
+  std::string db_;
+};
+
+class PgStoreTest : public PgSuite<false> {
+ protected:
   // The store's URI for this test's database (with the password).
   std::string uri() const {
     std::string u = server_->uri_with_password();
@@ -63,16 +85,6 @@ class PgStoreTest : public ::testing::Test {
   }
   PgSession session() { return PgSession(server_->socket_conninfo(PgRole::kOwner, db_)); }
 
-  static Key key(const std::string& id, const std::string& token) {
-    Key k;
-    k.id = id;
-    k.name = "n-" + id;
-    k.hash = auth::sha256(token);
-    k.prefix = token.substr(0, 8);
-    k.created_at = 1700000000;
-    k.endpoints = {{"ep1", auth::Access::read_write}};
-    return k;
-  }
   static std::string insert_sql(const std::string& id, const std::string& token, const std::string& extra_cols = "",
                                 const std::string& extra_vals = "") {
     return "INSERT INTO frontdoor_keys (id, hash" + extra_cols + ") VALUES ('" + id + "', '" +
@@ -81,14 +93,8 @@ class PgStoreTest : public ::testing::Test {
   static bool has(const std::vector<Key>& keys, const std::string& id) {
     return std::any_of(keys.begin(), keys.end(), [&](const Key& k) { return k.id == id; });
   }
-
-  static PgServer* server_;
-  static std::string start_error_;
-  std::string db_;
 };
 
-PgServer* PgStoreTest::server_ = nullptr;
-std::string PgStoreTest::start_error_;
 
 TEST_F(PgStoreTest, MissingSchemaNamesTheMigrateCommand) {
   try {
@@ -579,32 +585,8 @@ TEST_F(PgStoreTest, AFlushWithAnIdTwiceAddsBothAndADeletedKeysUsageGoes) {
 // through as they are. The server (PgServer::Options::tls) has a certificate
 // for 127.0.0.1 signed by a CA of its own, and takes TCP only over TLS.
 
-class PgStoreTlsTest : public ::testing::Test {
+class PgStoreTlsTest : public PgSuite<true> {
  protected:
-  static void SetUpTestSuite() {
-    server_ = new PgServer(PgServer::Options{.tls = true});
-    std::string err;
-    if (!server_->start(&err) ||
-        !write_self_signed_ca(server_->dir() + "/other-ca.crt", "another test CA", &err)) {
-      start_error_ = err;
-      delete server_;
-      server_ = nullptr;
-    }
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(server_, nullptr) << start_error_;
-    static int n = 0;
-    db_ = "tls_test_" + std::to_string(++n);
-    std::string err;
-    ASSERT_TRUE(server_->superuser_exec("CREATE DATABASE " + db_ + " OWNER frontdoor", &err)) << err;
-  }
-
-  PgServer& pg() { return *server_; }
   const std::string& password() const { return server_->password(); }
   // The store's URI for this test's database (with the password) and libpq
   // parameters `query`.
@@ -614,16 +596,6 @@ class PgStoreTlsTest : public ::testing::Test {
   }
   std::string verify_full() const { return uri("sslmode=verify-full&sslrootcert=" + server_->ca_file()); }
   std::string other_ca() const { return server_->dir() + "/other-ca.crt"; }
-  static Key key(const std::string& id, const std::string& token) {
-    Key k;
-    k.id = id;
-    k.name = "n-" + id;
-    k.hash = auth::sha256(token);
-    k.prefix = token.substr(0, 8);
-    k.created_at = 1700000000;
-    k.endpoints = {{"ep1", auth::Access::read_write}};
-    return k;
-  }
 
   // frontdoor's connections to this test's database (application_name
   // 'frontdoor'), as the server sees them: one row per connection, "t" when
@@ -660,14 +632,8 @@ class PgStoreTlsTest : public ::testing::Test {
     for (const auto& m : messages) EXPECT_EQ(m.find(password()), std::string::npos) << m;
     return messages;
   }
-
-  static PgServer* server_;
-  static std::string start_error_;
-  std::string db_;
 };
 
-PgServer* PgStoreTlsTest::server_ = nullptr;
-std::string PgStoreTlsTest::start_error_;
 
 // verify-full with the CA that signed the server's certificate: migrate,
 // open, write, load, the feed; and every connection frontdoor holds to the

@@ -12,35 +12,13 @@
 
 #include "support/frontdoor_cli.hpp"
 #include "support/proxy_test_base.hpp"
+#include "support/text_fields.hpp"
 
 namespace frontdoor::test {
 namespace {
 
 using namespace std::chrono_literals;
 namespace json = boost::json;
-
-std::string unquote(std::string v) {
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\r')) v.pop_back();
-  if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front())
-    v = v.substr(1, v.size() - 2);
-  return v;
-}
-
-// A field of key `id` in YAML store text as frontdoor writes it.
-std::optional<std::string> store_field(const std::string& yaml, const std::string& id,
-                                       const std::string& field) {
-  std::istringstream in(yaml);
-  bool inside = false;
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("  - id: ", 0) == 0) {
-      inside = unquote(line.substr(8)) == id;
-      continue;
-    }
-    if (inside && line.rfind("    " + field + ": ", 0) == 0)
-      return unquote(line.substr(field.size() + 6));
-  }
-  return std::nullopt;
-}
 
 class SqliteStoreTest : public ProxyTest {
  protected:

@@ -15,6 +15,7 @@
 
 #include "support/frontdoor_cli.hpp"
 #include "support/proxy_test_base.hpp"
+#include "support/text_fields.hpp"
 
 namespace frontdoor::test {
 namespace {
@@ -27,30 +28,6 @@ std::string read_file(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-std::string unquote(std::string v) {
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\r')) v.pop_back();
-  if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front())
-    v = v.substr(1, v.size() - 2);
-  return v;
-}
-
-// A field of key `id` in a YAML store as frontdoor writes it (one key per
-// "  - id:" item, fields at four spaces). nullopt: no such key or field.
-std::optional<std::string> store_field(const std::string& yaml, const std::string& id,
-                                       const std::string& field) {
-  std::istringstream in(yaml);
-  bool inside = false;
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("  - id: ", 0) == 0) {
-      inside = unquote(line.substr(8)) == id;
-      continue;
-    }
-    if (inside && line.rfind("    " + field + ": ", 0) == 0)
-      return unquote(line.substr(field.size() + 6));
-  }
-  return std::nullopt;
 }
 
 bool has_key(const std::string& yaml, const std::string& id) {

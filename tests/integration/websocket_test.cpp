@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "support/proxy_test_base.hpp"
+#include "support/text_fields.hpp"
 #include "support/ws_peer.hpp"
 
 namespace frontdoor::test {
@@ -69,23 +70,6 @@ std::string show(const HttpResponse& r) {
 
 std::string handshake_failure(const WsClient& c) {
   return "handshake failed: " + c.error() + "\n--- response:\n" + show(c.response());
-}
-
-// Prometheus text: "name{labels} value" lines into a map (comments skipped).
-std::map<std::string, double> parse_metrics(const std::string& text) {
-  std::map<std::string, double> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    auto sp = line.rfind(' ');
-    if (sp == std::string::npos) continue;
-    try {
-      out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
-    } catch (...) {
-    }
-  }
-  return out;
 }
 
 std::string rfc3339(std::time_t t) {

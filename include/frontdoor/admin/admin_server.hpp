@@ -47,6 +47,10 @@ inline constexpr std::chrono::seconds kStoreCallDeadline{5};
 // connection and transaction): under kStoreCallDeadline, so that a change
 // answered 503 is not made afterwards.
 inline constexpr std::chrono::milliseconds kStoreWriteBudget{4000};
+// The latest a change may start on the store thread after it was asked for:
+// its budget, and 500 ms to publish it and answer, still fit the deadline.
+inline constexpr std::chrono::milliseconds kLatestChangeStart =
+    kStoreCallDeadline - kStoreWriteBudget - std::chrono::milliseconds(500);
 
 // Written by the admin thread (SIGTERM) and the health thread (the first
 // health round): atomic, and serving only ever follows starting.
